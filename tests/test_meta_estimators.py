@@ -122,21 +122,3 @@ def test_unroll_decreases_loss_with_scaled_learned_opt():
     s2, meta, raw = jax.jit(lambda th, st: unroll(lopt, task, th, st, 5, "train", False))(theta, s)
     assert int(s2.t) == 5 and int(s2.trunc) == 1 and np.isfinite(float(meta))
 
-
-def test_fused_and_matrix_mlp_forms_agree_with_numpy():
-    """kernels.apply_mlp's two formulations both equal a plain numpy MLP on normalized features."""
-    from metaopt.learned import kernels
-    rng = np.random.default_rng(0)
-    n_feat, hidden = 6, 5
-    feats = [jnp.asarray(rng.normal(size=(7, 3)) * 10.0 ** i, jnp.float32) for i in range(n_feat)]
-    w1, b1 = rng.normal(size=(n_feat, hidden)), rng.normal(size=hidden)
-    w_out, b_out = rng.normal(size=(hidden, 2)), rng.normal(size=2)
-    norms = kernels.feature_norms(feats)
-    x = np.stack([np.asarray(f).reshape(-1) for f in feats], axis=-1)
-    x = x / np.sqrt(np.mean(x ** 2, axis=0) + 1e-12)                 # per-feature RMS normalization
-    out = np.maximum(x @ w1 + b1, 0.0) @ w_out + b_out
-    expected = (0.01 * out[:, 0] * np.exp(0.1 * out[:, 1])).reshape(7, 3)
-    args = (feats, norms, jnp.asarray(w1, jnp.float32), jnp.asarray(b1, jnp.float32), (),
-            jnp.asarray(w_out, jnp.float32), jnp.asarray(b_out, jnp.float32), 0.1, 0.01)
-    for fused in (True, False):
-        np.testing.assert_allclose(kernels.apply_mlp(*args, fused=fused), expected, rtol=2e-4, atol=1e-6)

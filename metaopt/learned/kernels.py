@@ -126,8 +126,15 @@ def apply_mlp(feats: Sequence[jax.Array], norms: jax.Array, w1: jax.Array, b1: j
 # ---------------------------------------------------------------- the per-parameter MLP optimizer
 def mlp_update(weights: dict, grads: Any, state: MomentState, params: Any, *,
                momentum_decays: Sequence[float], rms_decay: float, time_scales: Sequence[float],
-               step_mult: float, exp_mult: float, lr_mult: float | jax.Array = 1.0):
-    """One step of the small per-parameter MLP optimizer: returns (updates, new_state)."""
+               step_mult: float, exp_mult: float, lr_mult: float | jax.Array = 1.0,
+               nominal: float = 0.0):
+    """One step of the small per-parameter MLP optimizer: returns (updates, new_state).
+
+    With ``nominal`` = c > 0 the update gains a fixed Adam term (a "nominal descent direction",
+    Harrison et al. 2022, "A closer look at learned optimization: stability, robustness, and
+    inductive biases"): u = −lr_mult · step_mult · (MLP(f̂) + c · m̂/(√v̂ + ε)), so the rule starts
+    near Adam and meta-training learns a correction instead of descent from scratch.
+    """
     state = update_moments(grads, state, momentum_decays, rms_decay)
     # scalar features fold into the bias: one [n_time] × [n_time, H] product per step, not per param
     b1 = weights["b1"] + time_features(state.t, time_scales) @ weights["w1_time"]
@@ -136,11 +143,17 @@ def mlp_update(weights: dict, grads: Any, state: MomentState, params: Any, *,
     w_leaves = treedef.flatten_up_to(params)
     m_leaves = [treedef.flatten_up_to(m) for m in state.momenta]
     v_leaves = treedef.flatten_up_to(state.v)
+    if nominal:
+        k = int(np.argmin([abs(b - 0.9) for b in momentum_decays]))    # Adam's β₁ = 0.9
+        m_hat = 1.0 / (1.0 - jnp.asarray(momentum_decays[k], jnp.float32) ** state.t)
+        v_hat = 1.0 / (1.0 - jnp.asarray(rms_decay, jnp.float32) ** state.t)
     out = []
     for i, (g, w, v) in enumerate(zip(g_leaves, w_leaves, v_leaves)):
         feats = tensor_features(g, w, [m[i] for m in m_leaves], v)
         u = apply_mlp(feats, feature_norms(feats), weights["w1"], b1, hidden, weights["w_out"],
                       weights["b_out"], exp_mult, step_mult)
+        if nominal:   # Adam's bias-corrected direction m̂/(√v̂ + ε) as a fixed descent term
+            u = u + step_mult * nominal * (m_leaves[k][i] * m_hat) / (jnp.sqrt(v * v_hat) + EPS)
         out.append(-lr_mult * u)
     return jax.tree_util.tree_unflatten(treedef, out), state
 

@@ -3,7 +3,8 @@ memory, compute, and performance in learned optimizers"; learned_optimization's 
 
 For every parameter, an MLP shared across all parameters reads the normalized features f̂ of
 :mod:`metaopt.learned.kernels` (gradient, momenta, √v, g/√v, m/√v, the parameter) plus the time
-features tanh(t/x) and emits (d, s); the update is ``−step_mult · d · exp(exp_mult · s)``.
+features tanh(t/x) and emits (d, s); the update is ``−step_mult · d · exp(exp_mult · s)``, plus
+``nominal`` times Adam's direction when ``nominal`` > 0 (see :func:`kernels.mlp_update`).
 The small multipliers (10⁻³) keep the untrained rule's steps small and make log step sizes easy
 to learn (Metz et al. 2022).
 """
@@ -13,6 +14,7 @@ import dataclasses
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from metaopt.learned import kernels
@@ -26,6 +28,7 @@ class MLPWeights(nn.Module):
     n_time: int
     hidden_size: int
     hidden_layers: int
+    out_scale: float = 1.0      # initial scale of the output layer (small: start near the nominal term)
 
     @nn.compact
     def __call__(self) -> dict:
@@ -37,7 +40,8 @@ class MLPWeights(nn.Module):
         for i in range(self.hidden_layers - 1):
             w[f"w_h{i}"] = self.param(f"w_h{i}", lecun, (h, h))
             w[f"b_h{i}"] = self.param(f"b_h{i}", nn.initializers.zeros, (h,))
-        w["w_out"] = self.param("w_out", lecun, (h, 2))
+        scaled = lambda key, shape, dtype=jnp.float32: self.out_scale * lecun(key, shape, dtype)
+        w["w_out"] = self.param("w_out", scaled, (h, 2))
         w["b_out"] = self.param("b_out", nn.initializers.zeros, (2,))
         return w
 
@@ -55,21 +59,24 @@ class MLPLOpt(LearnedOptimizer):
     time_scales: tuple = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000)
     step_mult: float = 1e-3
     exp_mult: float = 1e-3
+    nominal: float = 0.0        # weight of a fixed Adam term in the update (0 = pure MLP)
 
     def __post_init__(self):
         if self.hidden_layers < 1:
             raise ValueError("hidden_layers must be >= 1")
 
     def _module(self) -> MLPWeights:
+        # with a nominal Adam term, the learned correction starts 10x smaller than it
         return MLPWeights(kernels.num_features(len(self.momentum_decays)), len(self.time_scales),
-                          self.hidden_size, self.hidden_layers)
+                          self.hidden_size, self.hidden_layers, 0.1 if self.nominal else 1.0)
 
     def init_meta_params(self, key: jax.Array) -> Theta:
         return self._module().init(key)
 
     def hyperparams(self) -> dict:
         return dict(momentum_decays=tuple(self.momentum_decays), rms_decay=self.rms_decay,
-                    time_scales=tuple(self.time_scales), step_mult=self.step_mult, exp_mult=self.exp_mult)
+                    time_scales=tuple(self.time_scales), step_mult=self.step_mult, exp_mult=self.exp_mult,
+                    nominal=self.nominal)
 
     def opt(self, theta: Theta, lr_multiplier=1.0) -> optax.GradientTransformationExtraArgs:
         return kernels.mlp_transform(dict(theta["params"]), lr_multiplier, **self.hyperparams())
