@@ -29,7 +29,7 @@ def tiny_cfg(**kw) -> MetaConfig:
 
 
 def test_configs_load():
-    for name in ("smoke", "quick", "full"):
+    for name in ("smoke", "quick", "full", "hyper"):
         cfg = load_config(os.path.join(ROOT, "configs", "meta", f"{name}.yaml"), MetaConfig)
         assert cfg.name == name and cfg.estimator.kind in ("pes", "es", "tbptt")
 
