@@ -17,7 +17,7 @@ SHIPPED = sorted(d for d in os.listdir(LOPT_DIR) if os.path.isdir(os.path.join(L
 
 
 def test_the_documented_checkpoints_ship():
-    assert {"mlp16-nominal-pes-valid", "mlp16-nominal-pes-full", "hyper-pes", "mlp16-pes-full"} <= set(SHIPPED)
+    assert {"mlp16-nominal-pes-valid", "mlp16-nominal-pes-full", "hyper-pes-valid", "hyper-pes", "mlp16-pes-full"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -43,4 +43,4 @@ def test_full_config_reproduces_the_recommended_checkpoint():
     shipped = load_config(os.path.join(LOPT_DIR, "mlp16-nominal-pes-valid", "config.yaml"), MetaConfig)
     assert dataclasses.replace(full, name="x") == dataclasses.replace(shipped, name="x")
     hyper = load_config(os.path.join(ROOT, "configs", "meta", "hyper.yaml"), MetaConfig)
-    assert hyper == load_config(os.path.join(LOPT_DIR, "hyper-pes", "config.yaml"), MetaConfig)
+    assert hyper == load_config(os.path.join(LOPT_DIR, "hyper-pes-valid", "config.yaml"), MetaConfig)
