@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def make_problem(shapes: dict[str, tuple[int, ...]]) -> SimpleNamespace:
@@ -28,3 +29,21 @@ def make_problem(shapes: dict[str, tuple[int, ...]]) -> SimpleNamespace:
         return jax.tree.map(jnp.add, jax.grad(loss_fn)(p), noise)
 
     return SimpleNamespace(tree=tree, params0=params0, loss_fn=loss_fn, grads_at=grads_at)
+
+
+def rel_err(a, b) -> float:
+    """Largest per-leaf max |a − b| ÷ max |b| (b floored at 1e-6)."""
+    return max(float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(y)), 1e-6))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def assert_matches_reference(case: str, got, want, params0, tol: float) -> None:
+    """The reference moved away from params0 (else the comparison is vacuous), ours is finite,
+    and ours equals the reference within ``tol`` relative error."""
+    moved = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(params0)))
+    assert moved > 1e-3, f"{case}: the reference barely moved ({moved})"
+    for leaf in jax.tree.leaves(got):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    err = rel_err(got, want)
+    print(f"{case}: max rel err {err:.2e}")
+    assert err <= tol, f"{case}: max relative error {err:.3e} > {tol}"

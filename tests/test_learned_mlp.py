@@ -4,12 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metaopt.learned import MLPLOpt
+from metaopt.learned import MLPLOpt, kernels
 
 
 def test_fused_and_matrix_mlp_forms_agree_with_numpy():
     """kernels.apply_mlp's two formulations both equal a plain numpy MLP on normalized features."""
-    from metaopt.learned import kernels
     rng = np.random.default_rng(0)
     n_feat, hidden = 6, 5
     feats = [jnp.asarray(rng.normal(size=(7, 3)) * 10.0 ** i, jnp.float32) for i in range(n_feat)]
@@ -37,11 +36,10 @@ def test_nominal_term_with_silent_mlp_is_adam():
     key = jax.random.PRNGKey(1)
     params = {"w": jax.random.normal(key, (5, 4)), "b": jnp.ones(4)}
     s, s_ref, p, p_ref = opt.init(params), ref.init(params), params, params
+    grad = lambda tree, i: jax.tree_util.tree_map(lambda x: jnp.sin(x * (i + 1.0)) + 0.1 * i, tree)
     for i in range(5):
-        g = jax.tree_util.tree_map(lambda x: jnp.sin(x * (i + 1.0)) + 0.1 * i, p)
-        g_ref = jax.tree_util.tree_map(lambda x: jnp.sin(x * (i + 1.0)) + 0.1 * i, p_ref)
-        u, s = opt.update(g, s, p)
-        u_ref, s_ref = ref.update(g_ref, s_ref, p_ref)
+        u, s = opt.update(grad(p, i), s, p)
+        u_ref, s_ref = ref.update(grad(p_ref, i), s_ref, p_ref)
         p, p_ref = optax.apply_updates(p, u), optax.apply_updates(p_ref, u_ref)
     for k in params:
         np.testing.assert_allclose(p[k], p_ref[k], rtol=1e-5, atol=1e-6)
