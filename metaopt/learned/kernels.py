@@ -77,32 +77,26 @@ def feature_log_rms(feats: Sequence[jax.Array]) -> jax.Array:
     return jnp.stack([0.5 * jnp.log(jnp.mean(jnp.square(f)) + 1e-30) for f in feats])
 
 
-# Tensors at least this large take the fused elementwise path when the MLP has one hidden layer.
-# 0 = every tensor: measured in benchmarks/meta_throughput.py, the fused loop is faster at every size
-# on CPU, including the 16–1,500-parameter tasks PES meta-trains on (vmapped over particles, the
-# matrix form becomes a batched [P, F]×[F, H] dot per particle, which XLA:CPU runs far below peak).
-FUSE_MIN_SIZE = 0
-
-
 def apply_mlp(feats: Sequence[jax.Array], norms: jax.Array, w1: jax.Array, b1: jax.Array,
               hidden: Sequence[tuple], w_out: jax.Array, b_out: jax.Array,
-              exp_mult: float, step_mult: jax.Array, fused: bool | None = None) -> jax.Array:
+              exp_mult: float, step_mult: jax.Array, fused: bool = True) -> jax.Array:
     """The per-parameter MLP on normalized features, folded as described in the module docstring.
 
     ``b1`` is already the per-tensor bias (bias + scalar-feature contribution); ``hidden`` is a
     sequence of (W, b) for extra hidden layers; ``w_out`` is [H, 2]. Returns the update direction
     ``step_mult · d · exp(exp_mult · s)`` shaped like the tensor.
 
-    Two equal formulations (``fused``; default: by size, see ``FUSE_MIN_SIZE``): the matrix form
-    stacks features into [P, F] and uses matrix products (needed for extra hidden layers); the
-    fused form, for one hidden layer, unrolls the MLP over hidden units as scalar-weighted sums of
-    feature arrays, which XLA fuses with the feature computation into a single elementwise loop —
-    neither [P, F] nor [P, H] is materialized, and on CPU this is ~3× faster for F≈10, H≤32.
+    Two equal formulations: the matrix form stacks features into [P, F] and uses matrix products
+    (needed for extra hidden layers; ``fused=False`` forces it); the fused form, the default for
+    one hidden layer, unrolls the MLP over hidden units as scalar-weighted sums of feature arrays,
+    which XLA fuses with the feature computation into a single elementwise loop — neither [P, F]
+    nor [P, H] is materialized. It is faster on CPU at every tensor size measured: ~3× for large
+    tensors (F≈10, H≤32), and on the 16–1,500-parameter tasks PES meta-trains on, where under
+    ``vmap`` over particles the matrix form becomes a small batched dot per particle
+    (benchmarks/meta_throughput.py: 0.26 → 0.39).
     """
     shape = feats[0].shape
     w1n = norms[:, None] * w1
-    if fused is None:
-        fused = feats[0].size >= FUSE_MIN_SIZE
     if fused and not hidden:
         direction = b_out[0]
         magnitude = b_out[1]
