@@ -30,14 +30,15 @@ test: $(STAMP)
 lock:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --upgrade -o $(LOCK)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra torch --universal --python-version 3.11 --upgrade \
+		--override lock-overrides.txt $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -o $(LOCK)
 
 # The suite against today's newest releases (a throwaway venv, the lock untouched): run it before `make lock`.
 test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q --upgrade pip
-	.venv-latest/bin/python -m pip install -q --upgrade -e ".[dev]"
+	.venv-latest/bin/python -m pip install -q --upgrade -e ".[dev,torch]"
 	.venv-latest/bin/python -m pip freeze --exclude-editable > .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest $(PYTEST_ARGS) tests
 
