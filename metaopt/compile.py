@@ -13,21 +13,32 @@ All of this is Python run once at trace time: inside ``jit`` nothing is left but
 State: a NamedTuple ``<Name>State(count, <one field per state>, fallback)``. ``tensor``/``scalar``/``row``/
 ``col`` states are trees shaped like the parameters (``optax.MaskedNode`` at leaves a fallback handles);
 ``global`` states are one 0-d array; ``fallback`` is the fallback program's state (or ``None``).
+
+Hyperparameters may be JAX scalars as well as Python numbers, so ``optax.inject_hyperparams`` works under
+``jit``: ``optax.inject_hyperparams(optax_factory(program), static_args=static_hyperparams(program))``. A
+hyperparameter flows as a traced value everywhere — statements, state initial values, fallback arguments — except
+where it decides *which leaves* a fallback takes (``fallback ... when min_dim < min_dim_size_to_factor``):
+leaf shapes are static, so those hyperparameters are structural and must be Python numbers (or concrete arrays).
+``static_hyperparams(program)`` lists them (in the library: Adafactor's ``min_dim_size_to_factor``); a traced
+value for one raises ``TypeError`` naming it.
 """
 from __future__ import annotations
 
 import collections
 import functools
+import inspect
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from metaopt import library
 from metaopt.dsl import ops
-from metaopt.dsl.program import BoolOp, Call, Compare, Const, Expr, Predicate, Program, Var
+from metaopt.dsl.program import BoolOp, Call, Compare, Const, Expr, Predicate, Program, Var, free_vars
 
-__all__ = ["to_optax", "resolve_hyperparams", "leaf_matches", "const_value"]
+__all__ = ["to_optax", "optax_factory", "static_hyperparams", "resolve_hyperparams", "leaf_matches",
+           "const_value"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,13 +48,53 @@ def state_class(name: str, fields: tuple[str, ...]) -> type:
     return collections.namedtuple(cls_name, ("count", *fields, "fallback"))
 
 
-def const_value(e: Expr, hp: dict[str, float]) -> float:
-    """Evaluate a constant expression (numbers, hyperparameters, elementwise ops) in Python floats."""
+def const_value(e: Expr, hp: dict[str, Any]) -> float | jax.Array:
+    """Evaluate a constant expression (numbers, hyperparameters, elementwise ops): a Python float when every
+    hyperparameter it reads is a Python number, else a JAX scalar (e.g. traced by ``inject_hyperparams``)."""
     if isinstance(e, Const):
         return float(e.value)
     if isinstance(e, Var):
-        return float(hp[e.name])
-    return float(ops.get(e.op).fn(*(const_value(a, hp) for a in e.args)))
+        v = hp[e.name]
+        return float(v) if isinstance(v, (int, float)) else v
+    args = [const_value(a, hp) for a in e.args]
+    value = ops.get(e.op).fn(*args)
+    return float(value) if all(isinstance(a, float) for a in args) else value
+
+
+def _predicate_vars(pred: Predicate) -> set[str]:
+    if isinstance(pred, Compare):
+        return {v.name for v in free_vars(pred.rhs)}
+    return set().union(*(_predicate_vars(a) for a in pred.args))
+
+
+def static_hyperparams(program: Program) -> tuple[str, ...]:
+    """The hyperparameters that decide which leaves a fallback takes (its ``when``, also through a fallback's
+    own fallback): leaf shapes are static, so these must be Python numbers. Pass them as ``static_args`` of
+    ``optax.inject_hyperparams``."""
+    f = program.fallback
+    if f is None:
+        return ()
+    names = _predicate_vars(f.when)
+    inner = set(static_hyperparams(library.get(f.name)))
+    for arg, e in f.args:
+        if arg in inner:
+            names |= {v.name for v in free_vars(e)}
+    return tuple(n for n in program.defaults if n in names)
+
+
+def _concrete_static(program: Program, hp: dict[str, Any]) -> dict[str, Any]:
+    """``hp`` with the structural hyperparameters as Python floats; a traced one raises ``TypeError``."""
+    out = dict(hp)
+    for n in static_hyperparams(program):
+        try:
+            out[n] = float(hp[n])
+        except jax.errors.ConcretizationTypeError:
+            raise TypeError(
+                f"{program.name}: hyperparameter {n!r} decides which leaves take the fallback "
+                f"({program.name}'s `fallback ... when`), so it must be a Python number, not a traced value; "
+                f"declare it static: optax.inject_hyperparams(..., static_args={static_hyperparams(program)!r})"
+            ) from None
+    return out
 
 
 def resolve_hyperparams(program: Program, given: dict[str, Any], what: str = "") -> dict[str, float]:
@@ -74,7 +125,7 @@ _CMP: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 
 
-def leaf_matches(pred: Predicate, shape: tuple[int, ...], hp: dict[str, float]) -> bool:
+def leaf_matches(pred: Predicate, shape: tuple[int, ...], hp: dict[str, Any]) -> bool:
     """Whether a leaf of static ``shape`` satisfies a fallback predicate."""
     if isinstance(pred, BoolOp):
         results = (leaf_matches(a, shape, hp) for a in pred.args)
@@ -99,16 +150,15 @@ def _fit(value, kind: str, like: jax.Array, dtype) -> jax.Array:
 class Rule:
     """A program with resolved hyperparameters, applied to the leaves its fallback does not take."""
 
-    def __init__(self, program: Program, hp: dict[str, float]):
-        self.p, self.hp = program, hp
+    def __init__(self, program: Program, hp: dict[str, Any]):
+        self.p, self.hp = program, _concrete_static(program, hp)
         self.names = tuple(s.name for s in program.states)
         self.cls = state_class(program.name, self.names)
         self.fallback: Rule | None = None
         if program.fallback is not None:
-            from metaopt import library
             f = program.fallback
             target = library.get(f.name)
-            args = {n: const_value(e, hp) for n, e in f.args}
+            args = {n: const_value(e, self.hp) for n, e in f.args}
             self.fallback = Rule(target, resolve_hyperparams(target, args, f"fallback {f.name} of {program.name}"))
         self.reads_loss = "loss" in program.reads() or bool(self.fallback and self.fallback.reads_loss)
         self.reads_w = "w" in program.reads() or bool(self.fallback and self.fallback.reads_w)
@@ -197,13 +247,15 @@ class Rule:
         return us, self.cls(optax.safe_increment(state.count), **fields, fallback=fb)
 
 
-def to_optax(program: Program, learning_rate: float | optax.Schedule, **hyperparams: float
+def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule, **hyperparams: float | jax.Array
              ) -> optax.GradientTransformationExtraArgs:
     """Compile ``program`` into ``optax.GradientTransformationExtraArgs``.
 
     ``update(grads, state, params=None, value=None)``: ``params`` is needed when the program (or its
     fallback) reads ``w``; ``value`` (the minibatch loss, as for ``optax.polyak_sgd``) when it reads
     ``loss``. Hyperparameters not given take the program's defaults; unknown names raise ``TypeError``.
+    ``learning_rate`` and hyperparameters may be JAX scalars (traced ones too), except the structural
+    ``static_hyperparams(program)``.
     """
     rule = Rule(program, resolve_hyperparams(program, hyperparams))
     scheduled = callable(learning_rate)
@@ -231,3 +283,26 @@ def to_optax(program: Program, learning_rate: float | optax.Schedule, **hyperpar
         return treedef.unflatten(out), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def optax_factory(program: Program) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """``to_optax`` for ``program`` as a function with an explicit signature ``(learning_rate, *, <each
+    hyperparameter>=<default>)``, so ``optax.inject_hyperparams`` sees (and injects) every hyperparameter; a
+    ``**hyperparams`` signature would reach it as one argument named ``hyperparams``.
+
+    >>> from metaopt import library
+    >>> p = library.get("adafactor")
+    >>> tx = optax.inject_hyperparams(optax_factory(p), static_args=static_hyperparams(p))(learning_rate=0.1)
+    >>> sorted(tx.init({"w": jnp.zeros(3)}).hyperparams)[:3]
+    ['clipping_threshold', 'decay_rate', 'eps']
+    """
+    def factory(learning_rate, **hyperparams):
+        return to_optax(program, learning_rate, **hyperparams)
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    factory.__signature__ = inspect.Signature(
+        [inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(n, kw, default=v) for n, v in program.hyperparams])
+    factory.__name__ = factory.__qualname__ = program.name
+    factory.__doc__ = f"metaopt.to_optax(<program {program.name}>, learning_rate, **hyperparameters)."
+    return factory

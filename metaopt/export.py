@@ -24,7 +24,8 @@ __all__ = ["to_source"]
 
 _RESERVED = {"jax", "jnp", "optax", "math", "functools", "NamedTuple", "Any", "idx", "n", "i", "state", "treedef",
              "gs", "ws", "us", "fb", "fus", "learning_rate", "params", "updates", "value", "extra", "init_fn", "update_fn", "shape",
-             *dir(builtins)}
+             *dir(builtins),
+             *(op.helper for op in ops.all_ops() if op.helper)}   # helper functions live at module level
 _SHAPE_PY = {"ndim": "len(shape)", "numel": "math.prod(shape)", "min_dim": "(sorted(shape)[-2:] or [1])[0]"}
 
 
@@ -305,8 +306,10 @@ def to_source(program: Program) -> str:
     helper_src = [inspect.getsource(getattr(pyhelpers, h)) for h in sorted(helpers)]
     if helpers & {"gt", "lt", "ge", "le"}:
         helper_src.insert(0, inspect.getsource(pyhelpers._mask))
-    if helpers & {"row_mean", "col_mean", "row_normalize", "col_normalize"}:
+    if helpers & {"row_mean", "col_mean"}:
         helper_src.insert(0, inspect.getsource(pyhelpers._need_matrix))
+    if helpers & {"orthogonalize", "whiten", "svd_basis", "project", "unproject", "row_normalize", "col_normalize"}:
+        helper_src.insert(0, inspect.getsource(pyhelpers._as_matrix))
     sig = f", {main.sig()}" if main.hp else ""
     hp_kw = ", ".join(f"{h}={h}" for h in main.hp)
     doc = textwrap.indent(str(program).rstrip(), "    ")

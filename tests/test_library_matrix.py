@@ -67,13 +67,26 @@ def adamw_leaf(w, g, s, t, lr, b1, b2, eps, wd):
 # SWAN (Ma et al., arXiv:2412.13148): GradNorm then GradWhitening, stateless; AdamW elsewhere.
 # ----------------------------------------------------------------------------------------------------------
 
-def inv_sqrt_whiten(G):
-    """(G Gᵀ)^{-1/2} G from the eigendecomposition of G Gᵀ (pseudo-inverse root: eigenvalues below
-    sqrt(eps)^2 * lambda_max, i.e. singular values below sqrt(eps) * s_max, are null directions)."""
-    lam, Q = jnp.linalg.eigh(G @ G.T)
-    keep = lam > jnp.finfo(G.dtype).eps * lam[-1]
-    inv = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, lam, 1.0)), 0.0)
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def inv_sqrt_whiten64(G) -> np.ndarray:
+    """(G Gᵀ)^{+1/2} G in float64 from the eigendecomposition of G Gᵀ (not the SVD the op uses). Pseudo-inverse
+    root: eigenvalues below eps32 * lambda_max, i.e. singular values below sqrt(eps32) * s_max (the op's cutoff
+    for float32 input), are null directions. This must run in float64: squaring G puts a null eigenvalue at
+    ~eps * lambda_max, i.e. right at that cutoff in float32, where one of them landed above it (jax 0.10.2's
+    eigh: 1.38e-6 vs cutoff 1.28e-6) and 1/sqrt of it amplified rounding noise to a 2e-4 error; in float64 null
+    eigenvalues sit ~1e-16 * lambda_max, nine decades below the cutoff."""
+    G = np.asarray(G, np.float64)
+    lam, Q = np.linalg.eigh(G @ G.T)
+    keep = lam > EPS32 * lam[-1]
+    inv = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1.0)), 0.0)
     return (Q * inv) @ (Q.T @ G)
+
+
+def inv_sqrt_whiten(G):
+    """``inv_sqrt_whiten64`` inside traced (jit/scan) reference code, returned in G's dtype."""
+    return jax.pure_callback(lambda x: inv_sqrt_whiten64(x).astype(x.dtype), jax.ShapeDtypeStruct(G.shape, G.dtype), G)
 
 
 def ref_swan(eps=1e-8, b1=0.9, b2=0.999, adam_eps=1e-8, wd=0.0):
@@ -142,18 +155,74 @@ def test_conda_refresh_matters():
     assert rel_err(run_ref(*ref_conda(T=10), 1e-2), run_ref(*ref_conda(), 1e-2)) > 1e-4
 
 
+def whiten_tolerance(G) -> float:
+    """What float32 can promise for U Vᵀ over the kept singular values s_1 >= ... >= s_r: the SVD is backward
+    stable, ‖ΔG‖ <= p(n) eps ‖G‖ with p(n) ~ n = max(shape), and the unitary polar factor moves by at most
+    2 ‖ΔG‖ / (s_r + s_r') (R.-C. Li 1995), so ‖ΔW‖ <~ 2 n eps s_1 / s_r. Measured on 21 random row-centred
+    matrices up to 12x7: 0.13-0.96 eps s_1 / s_r, so this bound has 2n-15n headroom but is 10-100x below the
+    error of a kept null direction (2e-4 above, O(1) in general)."""
+    s = np.linalg.svd(np.asarray(G, np.float64), compute_uv=False)
+    kept = s[s > np.sqrt(EPS32) * s[0]]
+    return 2 * max(G.shape) * EPS32 * kept[0] / kept[-1]
+
+
 def test_whiten_op_is_the_pseudo_inverse_root():
     from metaopt.dsl import pyhelpers as H
     k = jax.random.split(jax.random.PRNGKey(5), 3)
     for G in (jax.random.normal(k[0], (5, 9)), jax.random.normal(k[1], (9, 5)), jax.random.normal(k[2], (6, 6))):
         W = H.whiten(G)
-        np.testing.assert_allclose(W, inv_sqrt_whiten(G), atol=2e-5)
+        np.testing.assert_allclose(W, inv_sqrt_whiten64(G), atol=whiten_tolerance(G))
         np.testing.assert_allclose(W @ W.T if G.shape[0] <= G.shape[1] else W.T @ W,
                                    np.eye(min(G.shape)), atol=1e-5)
     G = jax.random.normal(k[0], (6, 4))
     G = G - G.mean(axis=1, keepdims=True)              # rank 3: one null direction, mapped to 0
-    np.testing.assert_allclose(H.whiten(G), inv_sqrt_whiten(G), atol=2e-5)
+    np.testing.assert_allclose(H.whiten(G), inv_sqrt_whiten64(G), atol=whiten_tolerance(G))
     assert np.linalg.matrix_rank(np.asarray(H.whiten(G))) == 3
+
+
+@pytest.mark.parametrize("shape,rank", [((6, 4), 3), ((4, 6), 2), ((9, 5), 1), ((7, 7), 4)])
+def test_whiten_rank_deficient(shape, rank):
+    """A product of random factors has exactly ``rank`` nonzero singular values; the float32 SVD returns the
+    others at ~eps * s_max, far below the cutoff sqrt(eps) * s_max, so W has exactly ``rank`` unit singular values."""
+    from metaopt.dsl import pyhelpers as H
+    ka, kb = jax.random.split(jax.random.PRNGKey(sum(shape) + rank))
+    G = jax.random.normal(ka, (shape[0], rank)) @ jax.random.normal(kb, (rank, shape[1]))
+    W = H.whiten(G)
+    np.testing.assert_allclose(W, inv_sqrt_whiten64(G), atol=whiten_tolerance(G))
+    s = np.linalg.svd(np.asarray(W, np.float64), compute_uv=False)
+    np.testing.assert_allclose(s[:rank], 1.0, atol=1e-5)
+    np.testing.assert_allclose(s[rank:], 0.0, atol=1e-5)
+
+
+def test_matrix_ops_compute_in_float32_for_half_precision():
+    """CPU LAPACK has no bf16/f16 SVD: every matrix op runs in float32 and returns the input dtype, equal to the
+    float32 op on the same (already rounded) values up to the output's rounding. whiten drops singular values
+    below sqrt(eps) * s_max of the *input* dtype, so the null direction a bf16 row-centring leaves (~1e-3 s_max,
+    far above float32's cutoff 3.5e-4) maps to ~0 rather than to a unit singular value."""
+    from metaopt.dsl import pyhelpers as H
+    k = jax.random.split(jax.random.PRNGKey(7), 2)
+    tall, wide = jax.random.normal(k[0], (6, 4)), jax.random.normal(k[1], (3, 5))
+    for dtype in (jnp.bfloat16, jnp.float16):
+        res = float(jnp.finfo(dtype).eps)
+        for x in (tall, wide):
+            xl = x.astype(dtype)
+            x32 = xl.astype(jnp.float32)
+            p = H.svd_basis(xl)
+            cases = {"orthogonalize": (H.orthogonalize(xl), H.orthogonalize(x32)),
+                     "row_normalize": (H.row_normalize(xl), H.row_normalize(x32)),
+                     "col_normalize": (H.col_normalize(xl), H.col_normalize(x32)),
+                     # the basis itself has arbitrary signs; a projection round trip does not
+                     "svd_basis": (H.unproject(p, H.project(p, xl)), x32),
+                     "project": (H.project(p, xl), H.project(p.astype(jnp.float32), x32))}
+            for op, (low, ref) in cases.items():
+                assert low.dtype == dtype, (op, low.dtype)
+                np.testing.assert_allclose(np.asarray(low, np.float32), ref, rtol=4 * res, atol=4 * res, err_msg=op)
+        g = tall.astype(dtype)
+        g = g - g.mean(axis=1, keepdims=True)
+        s = np.linalg.svd(np.asarray(H.whiten(g), np.float64), compute_uv=False)
+        assert H.whiten(g).dtype == dtype
+        np.testing.assert_allclose(s[:3], 1.0, atol=4 * res)
+        assert s[3] < 4 * res, s
 
 
 @pytest.mark.parametrize("name", ["swan", "conda"])

@@ -15,6 +15,12 @@ statistics (shape ``[..., r, 1]``) or column statistics (``[..., 1, c]``); ``ten
 Op kinds: ``elementwise`` (result kind = join of the arguments), ``reduce`` (per leaf, broadcasts back),
 ``global`` (over every leaf the program handles), ``factored`` (row/column statistics of 2-D leaves),
 ``matrix`` (whole-matrix ops on 2-D leaves, e.g. Newton–Schulz orthogonalization).
+
+Complex parameters follow optax (``numerics.abs_sq``, ``tree.real(tree.vdot(...))``): ``square(x)`` is
+``|x|^2`` and ``abs(x)`` is ``|x|``, both real, so ``rms``/``norm``/``global_norm`` are real too; ``dot(a, b)``
+is ``sum(Re(conj(a) * b))``; ``sign(x)`` is ``x/|x|``. Order-based ops (``max min clip relu gt lt ge le``)
+order a complex value as ``jnp.maximum`` does, real part first — exact for the real-valued moments that, as in
+optax, are stored in the parameter's complex dtype. A real argument takes exactly the real code path.
 """
 from __future__ import annotations
 
@@ -111,7 +117,7 @@ def _interp(a, b, beta):
 
 
 def _rms(x):
-    return jnp.sqrt(jnp.mean(jnp.square(x)))
+    return jnp.sqrt(jnp.mean(H.abs_sq(x)))
 
 
 def _E(name, arity, fn, latex, doc, **kw) -> Op:
@@ -132,11 +138,11 @@ _OPS: tuple[Op, ...] = (
        py="jnp.sqrt({0})"),
     _E("rsqrt", 1, lambda x: jax.lax.rsqrt(jnp.asarray(x)), r"\frac{{1}}{{\sqrt{{{0}}}}}", "1/sqrt(x)",
        py="jax.lax.rsqrt(jnp.asarray({0}))"),
-    _E("square", 1, jnp.square, "{0}^{{2}}", "x^2", latex_wrap=(5,),
-       py="jnp.square({0})"),
-    _E("abs", 1, jnp.abs, r"\left|{0}\right|", "absolute value",
+    _E("square", 1, H.abs_sq, "{0}^{{2}}", "x^2 (|x|^2, real, for complex x)", latex_wrap=(5,),
+       py="abs_sq({0})", helper="abs_sq"),
+    _E("abs", 1, jnp.abs, r"\left|{0}\right|", "absolute value (|x|, real, for complex x)",
        py="jnp.abs({0})"),
-    _E("sign", 1, jnp.sign, r"\operatorname{{sign}}({0})", "sign (0 at 0)",
+    _E("sign", 1, jnp.sign, r"\operatorname{{sign}}({0})", "sign (0 at 0; x/|x| for complex x)",
        py="jnp.sign({0})"),
     _E("exp", 1, jnp.exp, r"e^{{{0}}}", "exponential",
        py="jnp.exp({0})"),
@@ -152,8 +158,8 @@ _OPS: tuple[Op, ...] = (
        py="jnp.maximum({0}, {1})"),
     _E("min", 2, jnp.minimum, r"\min({0}, {1})", "elementwise minimum",
        py="jnp.minimum({0}, {1})"),
-    _E("clip", 3, jnp.clip, r"\operatorname{{clip}}({0}, {1}, {2})", "clip(x, lo, hi)",
-       py="jnp.clip({0}, {1}, {2})"),
+    _E("clip", 3, H.clip, r"\operatorname{{clip}}({0}, {1}, {2})", "clip(x, lo, hi)",
+       py="clip({0}, {1}, {2})", helper="clip"),
     _E("interp", 3, _interp, r"{2} {0} + (1 - {2}) {1}", "interp(a, b, beta) = beta*a + (1-beta)*b",
        latex_prec=1, latex_wrap=(3, 3, 3),
        py="{2} * {0} + (1 - {2}) * {1}", py_prec=1, py_wrap=(3, 3, 3)),
@@ -176,25 +182,26 @@ _OPS: tuple[Op, ...] = (
        py="jnp.mean({0})"),
     Op("sum", 1, "reduce", jnp.sum, r"\textstyle\sum {0}", "sum over the leaf's elements", latex_wrap=(5,),
        py="jnp.sum({0})"),
-    Op("rms", 1, "reduce", _rms, r"\operatorname{{rms}}({0})", "sqrt(mean(x^2))",
-       py="jnp.sqrt(jnp.mean(jnp.square({0})))"),
-    Op("norm", 1, "reduce", lambda x: jnp.sqrt(jnp.sum(jnp.square(x))), r"\lVert {0} \rVert_2",
+    Op("rms", 1, "reduce", _rms, r"\operatorname{{rms}}({0})", "sqrt(mean(|x|^2))",
+       py="jnp.sqrt(jnp.mean(abs_sq({0})))", helper="abs_sq"),
+    Op("norm", 1, "reduce", lambda x: jnp.sqrt(jnp.sum(H.abs_sq(x))), r"\lVert {0} \rVert_2",
        "Euclidean (Frobenius) norm of the leaf",
-       py="jnp.sqrt(jnp.sum(jnp.square({0})))"),
+       py="jnp.sqrt(jnp.sum(abs_sq({0})))", helper="abs_sq"),
     Op("max_abs", 1, "reduce", lambda x: jnp.max(jnp.abs(x)), r"\lVert {0} \rVert_\infty", "max |x| over the leaf",
        py="jnp.max(jnp.abs({0}))"),
     Op("numel", 1, "reduce", lambda x: jnp.asarray(jnp.size(x), jnp.float32), r"\operatorname{{numel}}({0})",
        "number of elements of x",
        py="jnp.asarray(jnp.size({0}), jnp.float32)"),
-    Op("dot", 2, "reduce", lambda a, b: jnp.sum(a * b), r"\langle {0}, {1} \rangle", "sum(a * b) over the leaf",
-       py="jnp.sum({0} * {1})", py_wrap=(2, 3)),
+    Op("dot", 2, "reduce", H.dot, r"\langle {0}, {1} \rangle",
+       "sum(a * b) over the leaf (sum(Re(conj(a) * b)) for complex values)",
+       py="dot({0}, {1})", helper="dot"),
     # --- global reductions (over every leaf the program handles) --------------------------------------
     Op("global_sum", 1, "global", None, r"\textstyle\sum_{{\text{{all}}}} {0}", "sum over all leaves' elements "
        "(a per-leaf scalar counts once per leaf)", partial=lambda leaf, x: jnp.sum(x), latex_wrap=(5,),
        py="jnp.sum({0})"),
     Op("global_norm", 1, "global", None, r"\lVert {0} \rVert_{{2,\text{{all}}}}", "norm over all leaves",
-       partial=lambda leaf, x: jnp.sum(jnp.square(x)), finish=jnp.sqrt,
-       py="jnp.sum(jnp.square({0}))", py_finish="jnp.sqrt({0})"),
+       partial=lambda leaf, x: jnp.sum(H.abs_sq(x)), finish=jnp.sqrt,
+       py="jnp.sum(abs_sq({0}))", py_finish="jnp.sqrt({0})", helper="abs_sq"),
     Op("global_max", 1, "global", None, r"\max_{{\text{{all}}}} {0}", "max over all leaves' elements",
        partial=lambda leaf, x: jnp.max(x), combine="max", latex_wrap=(5,),
        py="jnp.max({0})"),
