@@ -11,8 +11,8 @@ Accepted forms (``resolve`` raises :class:`SpecError` listing them, with close l
 Any form may end in keyword arguments, e.g. ``adamw(b1=0.95, wd=0.1)`` or ``optax:sgd(momentum=0.9)``;
 the special keyword ``lr`` moves the centre of the tuning grid instead of being passed on.
 
-The other packages (library, parser, learned) are imported lazily: specs of one kind work while the
-others are still being written, and importing this module stays cheap (Ray workers import it).
+:func:`check` validates a spec the way :func:`resolve` does, without loading learned-optimizer
+checkpoints: configs call it at load time, so a misspelled name fails before any work starts.
 """
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ import re
 from typing import Any, Callable
 
 import optax
+
+from metaopt import library
+from metaopt.compile import to_optax
+from metaopt.dsl import parse
 
 Factory = Callable[[Any], optax.GradientTransformation]
 
@@ -132,36 +136,11 @@ def _optax_spec(spec: str, name: str, kwargs: dict) -> OptimizerSpec:
                          tuple(sorted(kwargs.items())))
 
 
-def _to_optax() -> Callable:
-    import metaopt
-
-    if hasattr(metaopt, "to_optax"):
-        return metaopt.to_optax
-    try:
-        from metaopt.compile import to_optax
-    except ImportError:
-        raise SpecError("the DSL compiler (metaopt.to_optax) is not available in this checkout") from None
-    return to_optax
-
-
-def _parse() -> Callable:
-    import metaopt
-
-    if hasattr(metaopt, "parse"):
-        return metaopt.parse
-    try:
-        from metaopt.dsl import parse
-    except ImportError:
-        raise SpecError("the DSL parser (metaopt.parse) is not available in this checkout") from None
-    return parse
-
-
 def _program_factory(program: Any, kwargs: dict) -> Factory:
-    to_optax = _to_optax()
     try:   # fail now (an unknown hyperparameter) rather than inside a worker
         to_optax(program, learning_rate=1e-3, **kwargs)
     except TypeError as e:
-        raise SpecError(f"{getattr(program, 'name', program)}: {e}") from None
+        raise SpecError(str(e)) from None   # the message names the program and its hyperparameters
 
     def factory(lr, _p=program, _kw=tuple(kwargs.items())):
         return to_optax(_p, learning_rate=lr, **dict(_kw))
@@ -170,10 +149,6 @@ def _program_factory(program: Any, kwargs: dict) -> Factory:
 
 
 def _library_spec(spec: str, name: str, kwargs: dict) -> OptimizerSpec:
-    try:
-        import metaopt.library as library
-    except ImportError:
-        raise SpecError(_unknown(spec, note="the optimizer library (metaopt.library) is not available")) from None
     known = list(library.names())
     if name not in known:
         raise SpecError(_unknown(spec, close=difflib.get_close_matches(name, known, 5, cutoff=0.5)))
@@ -187,22 +162,35 @@ def _file_spec(spec: str, path: str, kwargs: dict) -> OptimizerSpec:
     if not os.path.isfile(path):
         raise SpecError(_unknown(spec, note=f"no such program file: {path}"))
     with open(path) as fh:
-        program = _parse()(fh.read(), filename=path)
+        program = parse(fh.read(), filename=path)
     name = getattr(program, "name", os.path.basename(path))
     return OptimizerSpec(spec, _program_factory(program, kwargs), default_lr_for(name), "file",
                          tuple(sorted(kwargs.items())))
 
 
 def _lopt_spec(spec: str, path: str, kwargs: dict) -> OptimizerSpec:
-    try:
-        from metaopt.learned import load_factory
-    except ImportError:
-        raise SpecError(f"{spec!r}: learned optimizers (metaopt.learned.load_factory) are not available") from None
-    if not os.path.exists(path):
-        raise SpecError(f"{spec!r}: no such learned-optimizer checkpoint: {path}")
+    from metaopt.learned import load_factory   # flax and the checkpoint code: only lopt specs need them
+
+    _check_lopt(spec, path)
     factory = load_factory(path, **kwargs)
     # The rate is a multiplier of the meta-trained step, so the grid is centred on 1.0.
     return OptimizerSpec(spec, factory, 1.0, "lopt", tuple(sorted(kwargs.items())))
+
+
+def _check_lopt(spec: str, path: str) -> None:
+    if not os.path.exists(path):
+        raise SpecError(f"{spec!r}: no such learned-optimizer checkpoint: {path}")
+
+
+def check(spec: str | OptimizerSpec) -> None:
+    """Raise :class:`SpecError` (or the program file's ``DSLError``) where :func:`resolve` would; a learned
+    optimizer's checkpoint is only checked to exist (loading it is the slow part of resolving)."""
+    if isinstance(spec, str):
+        head, _ = split_kwargs(spec)
+        if head.startswith("lopt:"):
+            _check_lopt(spec, head[len("lopt:"):])
+            return
+    resolve(spec)
 
 
 def _unknown(spec: str, close: list[str] | None = None, note: str | None = None) -> str:

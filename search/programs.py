@@ -2,7 +2,7 @@
 
 One adapter module, so the rest of search/ depends on a handful of functions rather than on the DSL
 packages' internals. ``simplify`` and ``fingerprint`` come from the interpreter engineer's
-``metaopt.dsl.simplify`` / ``metaopt.dsl.fingerprint``; while those are absent the fallbacks are the
+``metaopt.dsl.simplify`` / ``metaopt.fingerprint``; while those are absent the fallbacks are the
 identity and a hash of the canonical text (correct, only blind to functional equivalence).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def simplify(program: Program) -> Program:
 def fingerprint(program: Program) -> str:
     """A functional hash: equal for programs the fingerprint module proves/tests equivalent."""
     try:
-        from metaopt.dsl.fingerprint import fingerprint as _fingerprint
+        from metaopt.fingerprint import fingerprint as _fingerprint
     except ImportError:
         return hashlib.sha256(str(_anonymous(program)).encode()).hexdigest()[:16]
     return _fingerprint(_anonymous(program))

@@ -76,6 +76,11 @@ def _err(text: str) -> DSLError:
     ("optimizer a()\nreturn g\nx = 1", 3, 1, "only a 'fallback' line may follow 'return'"),
     ("optimizer a()\nsqrt = g\nreturn sqrt", 2, 1, "reserved"),
     ("optimizer a()\nreturn g\nfallback sgd(lr = g) when ndim != 2", 3, 19, "undefined variable 'g' in a fallback"),
+    ("optimizer a()\nreturn g\nfallback  adamww() when ndim != 2", 3, 11,
+     "unknown library optimizer 'adamww' (did you mean 'adamw'"),
+    ("optimizer a(k = 2)\nreturn g\nfallback adamw(b1 = 0.9, b3 = k) when ndim != 2", 3, 26,
+     "fallback adamw has no hyperparameter 'b3' (its hyperparameters: b1, b2, eps, wd)"),
+    ("optimizer a()\nreturn g\nfallback sgd(lr = 1) when ndim != 2", 3, 14, "its hyperparameters: none"),
 ])
 def test_errors_name_line_col(text, line, col, fragment):
     e = _err(text)
@@ -148,3 +153,40 @@ def test_roundtrip_random_programs(p):
     q = metaopt.parse(text)
     assert q == p, text
     assert str(q) == text
+
+
+def test_fallback_chain_that_loops_is_rejected(tmp_path, monkeypatch):
+    import importlib
+    validate_mod = importlib.import_module("metaopt.dsl.validate")   # the module, not the function it exports
+    (tmp_path / "p.opt").write_text("optimizer p()\nreturn g\nfallback q() when ndim != 2\n")
+    (tmp_path / "q.opt").write_text("optimizer q()\nreturn g\nfallback p() when ndim != 2\n")
+    monkeypatch.setattr(validate_mod, "LIBRARY_DIR", tmp_path)
+    e = _err("optimizer a()\nreturn g\nfallback p() when ndim != 2")
+    assert (e.line, e.col) == (3, 10) and "fallback chain loops: p -> q -> p" in e.msg
+
+
+def test_every_library_fallback_is_checked_against_its_target():
+    # The library's own fallbacks pass the new checks, and the compiled target takes exactly the arguments
+    # validation allowed (metaopt.compile resolves the same library file).
+    from metaopt.dsl.validate import fallback_header
+    for name in metaopt.library.names():
+        p = metaopt.library.get(name)
+        if p.fallback is not None:
+            hps, _ = fallback_header(p.fallback.name)
+            assert hps == tuple(metaopt.library.get(p.fallback.name).defaults)
+            assert {n for n, _ in p.fallback.args} <= set(hps)
+            metaopt.to_optax(p, learning_rate=1e-3)
+
+
+def test_dsl_imports_no_higher_layer():
+    """metaopt.dsl is the bottom layer: interpret, compile, search and tasks import it, never the reverse."""
+    import ast
+    import pathlib
+    forbidden = ("metaopt.interpret", "metaopt.compile", "metaopt.library", "metaopt.learned", "metaopt.meta",
+                 "metaopt.evaluate", "search", "tasks")
+    for f in pathlib.Path(metaopt.dsl.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for n in names:
+                assert not any(n == m or n.startswith(m + ".") for m in forbidden), f"{f.name} imports {n}"

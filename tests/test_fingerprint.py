@@ -7,7 +7,7 @@ import pytest
 
 from metaopt import library
 from metaopt.dsl import parse
-from metaopt.dsl.fingerprint import fingerprint, fingerprints
+from metaopt.fingerprint import fingerprint, fingerprints
 
 HEAD = "optimizer o(b = 0.9)\nstate m = 0\n"
 

@@ -19,6 +19,7 @@ import re
 from typing import Callable
 
 from metaopt.dsl import ops as opreg
+from metaopt.dsl.fold import fold_op
 from metaopt.dsl.program import INPUTS, Assign, Call, Const, Expr, Program, StateDecl, Var, format_expr, walk
 
 COMMUTATIVE = frozenset({"add", "mul", "max", "min", "dot"})
@@ -44,8 +45,7 @@ def fold(e: Expr) -> Expr:
         return e
     args = tuple(fold(a) for a in e.args)
     if args and all(isinstance(a, Const) for a in args) and opreg.get(e.op).kind == "elementwise":
-        from metaopt.interpret.encoding import _fold   # float32 JAX evaluation, shared with the encoder
-        return Const(_fold(e.op, [a.value for a in args]))
+        return Const(fold_op(e.op, [a.value for a in args]))
     return Call(e.op, args)
 
 

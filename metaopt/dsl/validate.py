@@ -3,14 +3,52 @@
 Errors (``DSLError`` with file, line and column): unknown op (with close names), wrong arity, undefined
 variable, assignment to an input or hyperparameter, duplicate names, unused hyperparameter, a local whose
 value is never read, a state never assigned, a value wider than its state's kind (e.g. a tensor into a
-``global`` state), a factored/matrix op on a non-matrix value, a fallback argument that is not constant.
+``global`` state), a factored/matrix op on a non-matrix value, a fallback argument that is not constant,
+a fallback naming no library program (with close names), passing an argument the fallback program does not
+take, or a chain of fallbacks that loops.
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import re
+from pathlib import Path
+
 from metaopt.dsl import ops
 from metaopt.dsl.errors import DSLError
+from metaopt.dsl.parser import parse_unvalidated
 from metaopt.dsl.program import (INPUT_KINDS, INPUTS, KEYWORDS, SHAPE_QUANTITIES, BoolOp, Call, Compare,
                                  Const, Expr, Predicate, Program, Var, walk)
+
+
+# A fallback names a program of the optimizer library. The library package (``metaopt/library``) is a
+# directory of ``NAME.opt`` files built on this package, so the DSL reads the files directly rather than
+# importing ``metaopt.library`` (which imports the DSL).
+LIBRARY_DIR = Path(__file__).resolve().parents[1] / "library"
+
+
+def library_names() -> list[str]:
+    """Names a ``fallback`` may use: the ``.opt`` files of the library directory (sorted)."""
+    return sorted(f.stem for f in LIBRARY_DIR.glob("*.opt"))
+
+
+@functools.lru_cache(maxsize=None)
+def _header(path: Path, mtime: float) -> tuple[tuple[str, ...], str | None]:
+    program = parse_unvalidated(path.read_text(), str(path))
+    return tuple(n for n, _ in program.hyperparams), program.fallback.name if program.fallback else None
+
+
+def fallback_header(name: str) -> tuple[tuple[str, ...], str | None] | None:
+    """(hyperparameter names, its own fallback's name) of library program ``name``; None if absent."""
+    path = LIBRARY_DIR / f"{name}.opt"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", name) or not path.is_file():
+        return None
+    return _header(path, path.stat().st_mtime)
+
+
+def _close(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
 class _Checker:
@@ -106,17 +144,59 @@ class _Checker:
         used = p.reads()
         if p.fallback is not None:
             f = p.fallback
+            target_hps = self.fallback_target(f)
             names = set()
             for an, ae in f.args:
                 if an in names:
                     raise self.error(ae.pos or f.pos, f"fallback argument {an!r} repeated")
-                names.add(an)
                 self.kind(ae, const_env, "in a fallback argument (only this program's hyperparameters)")
+                if an not in target_hps:
+                    raise self.error(self.arg_name_pos(an, ae.pos or f.pos), f"fallback {f.name} has no hyperparameter {an!r} "
+                                                      f"(its hyperparameters: {', '.join(target_hps) or 'none'})"
+                                                      f"{_close(an, list(target_hps))}")
+                names.add(an)
                 used |= {v.name for v in walk(ae) if isinstance(v, Var)}
             used |= self.predicate(f.when, const_env)
         for n in hp_names:
             if n not in used:
                 raise self.error(hp_pos.get(n), f"hyperparameter {n!r} is never used")
+
+    def fallback_target(self, f) -> tuple[str, ...]:
+        """The hyperparameter names of the library program ``f`` names; its fallback chain must end."""
+        header = fallback_header(f.name)
+        if header is None:
+            raise self.error(self.fallback_name_pos(f), f"fallback names unknown library optimizer {f.name!r}"
+                                                        f"{_close(f.name, library_names())} (see `metaopt list`)")
+        chain, nxt = [f.name], header[1]
+        while nxt is not None:
+            if nxt in chain:
+                raise self.error(self.fallback_name_pos(f), f"fallback chain loops: {' -> '.join(chain + [nxt])}")
+            chain.append(nxt)
+            nxt_header = fallback_header(nxt)
+            nxt = nxt_header[1] if nxt_header else None   # a missing link is reported when that file is parsed
+        return header[0]
+
+    def fallback_name_pos(self, f) -> tuple[int, int]:
+        """Where the fallback's name starts on its line (the Fallback node keeps only the keyword's position)."""
+        line, col = f.pos or self.p.pos or (1, 1)
+        if self.source is not None:
+            lines = self.source.splitlines()
+            if 1 <= line <= len(lines):
+                m = re.compile(r"fallback\s+").match(lines[line - 1], col - 1)
+                if m:
+                    return line, m.end() + 1
+        return line, col
+
+    def arg_name_pos(self, name: str, value_pos: tuple[int, int]) -> tuple[int, int]:
+        """Where ``name = `` starts before the value at ``value_pos`` (the AST keeps only the value's)."""
+        line, col = value_pos
+        if self.source is not None:
+            lines = self.source.splitlines()
+            if 1 <= line <= len(lines):
+                m = re.search(rf"\b{re.escape(name)}\s*=\s*$", lines[line - 1][:col - 1])
+                if m:
+                    return line, m.start() + 1
+        return value_pos
 
     def predicate(self, q: Predicate, const_env: dict[str, str]) -> set[str]:
         if isinstance(q, BoolOp):

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from metaopt.dsl import ops as opreg
+from metaopt.dsl.fold import const_value
 from metaopt.dsl.program import INPUT_KINDS, INPUTS, Assign, Call, Const, Expr, Program, StateDecl, Var
+from metaopt.dsl.simplify import simplify
 
 N_INPUTS = len(INPUTS)                      # g w t loss lr occupy registers 0..4
 # ``interp1m(a, b, q) = (1 - q)*a + q*b`` is ``interp`` with a constant beta given as ``q = 1 - beta``:
@@ -65,28 +67,6 @@ def stack(encodeds: list[Encoded]) -> Encoded:
     if len(shapes) != 1:
         raise ValueError("stack(): programs were encoded with different max_len / n_registers")
     return Encoded(*(jnp.stack([jnp.asarray(e[i]) for e in encodeds]) for i in range(len(Encoded._fields))))
-
-
-def _fold(op: str, values: list[float]) -> float:
-    """Evaluate an op on constants exactly as the traced compiled path would (float32 JAX)."""
-    with jax.ensure_compile_time_eval():
-        out = opreg.get(op).fn(*(jnp.float32(v) for v in values))
-    return float(np.float32(out))
-
-
-def const_value(e: Expr, env: dict[str, float]) -> float | None:
-    """The value of a constant expression over hyperparameters, or None when it reads anything else."""
-    if isinstance(e, Const):
-        return float(e.value)
-    if isinstance(e, Var):
-        return env.get(e.name)
-    op = opreg.get(e.op)
-    if op.kind != "elementwise":
-        return None
-    vals = [const_value(a, env) for a in e.args]
-    if any(v is None for v in vals):
-        return None
-    return _fold(e.op, vals)
 
 
 class _Encoder:
@@ -232,8 +212,6 @@ def decode(enc: Encoded) -> Program:
     Every temporary becomes a local, then the simplifier inlines single-use locals, drops dead code
     and renames canonically, so ``encode(decode(e))`` computes what ``e`` computes.
     """
-    from metaopt.dsl.simplify import simplify
-
     e = Encoded(*(np.asarray(f) for f in enc))
     n_state, n_const = int(e.n_state), int(e.n_const)
     base_const = N_INPUTS + n_state

@@ -4,12 +4,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Optional
 
+import tasks as task_registry
+from metaopt.config import FieldError, at_least, check_kwargs, check_name
+from metaopt.learned import ARCHITECTURES
+
 
 @dataclasses.dataclass
 class LOptConfig:
-    """Which learned-optimizer architecture to meta-train (see metaopt.learned.ARCHITECTURES)."""
+    """Which learned-optimizer architecture to meta-train (see metaopt.learned.ARCHITECTURES); ``kwargs``
+    are that architecture's constructor arguments, checked against its signature."""
     architecture: str = "mlp"
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name("architecture", self.architecture, ARCHITECTURES, "learned-optimizer architecture")
+        check_kwargs("kwargs", self.kwargs, ARCHITECTURES[self.architecture], f"architecture {self.architecture}")
 
 
 @dataclasses.dataclass
@@ -30,11 +39,12 @@ class EstimatorConfig:
     log_loss: bool = True           # meta-loss = mean log loss (scale-free across tasks)
     stagger: bool = True
 
-    def __post_init__(self):
-        if self.num_particles < 1 or self.unroll_length < 1 or self.reset_every < 1:
-            raise ValueError("num_particles, unroll_length and reset_every must be >= 1")
-        if self.sigma <= 0:
-            raise ValueError("sigma must be > 0")
+    def __post_init__(self) -> None:
+        at_least("num_particles", self.num_particles, 1)
+        at_least("unroll_length", self.unroll_length, 1)
+        at_least("reset_every", self.reset_every, 1)
+        if not self.sigma > 0:
+            raise FieldError("sigma", f"must be > 0, got {self.sigma!r}")
 
 
 @dataclasses.dataclass
@@ -54,6 +64,15 @@ class MetaConfig:
     lopt: LOptConfig = dataclasses.field(default_factory=LOptConfig)
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
 
-    def __post_init__(self):
-        if self.steps < 0 or self.task_pool < 1 or self.slots_per_worker < 1 or self.workers < 1:
-            raise ValueError("steps >= 0, task_pool, slots_per_worker and workers >= 1 required")
+    def __post_init__(self) -> None:
+        at_least("steps", self.steps, 0)
+        for name in ("task_pool", "slots_per_worker", "task_resample_every", "workers", "checkpoint_every",
+                     "log_every"):
+            at_least(name, getattr(self, name), 1)
+        if not self.meta_lr > 0:
+            raise FieldError("meta_lr", f"must be > 0, got {self.meta_lr!r}")
+        if not self.clip_norm > 0:
+            raise FieldError("clip_norm", f"must be > 0, got {self.clip_norm!r}")
+        known = task_registry.family_names()
+        for i, family in enumerate(self.families or ()):
+            check_name(("families", i), family, known, "task family", "see `metaopt tasks`")

@@ -7,7 +7,7 @@ float noise and algebraic rewrites such as ``x*2`` vs ``x+x`` do not matter; ``-
 Inf are printed as such), are hashed. Search calls this per child to skip programs it has already
 evaluated, so programs the interpreter can run go through one cached jitted batched evaluation
 (:func:`metaopt.interpret.run_updates`); the others (fallbacks, non-searchable ops) through the compiled
-path.
+path. It uses both back ends, so it lives above them (not in ``metaopt.dsl``, which they import).
 """
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import optax
+
+from metaopt.compile import to_optax
 from metaopt.dsl.program import Program
+from metaopt.interpret import EncodingError, encode, run_updates, stack
 
 SHAPES: tuple[tuple[int, ...], ...] = ((4, 3), (6,), (2, 2))
 STEPS = 8
@@ -49,9 +53,6 @@ def digest(updates: np.ndarray) -> str:
 def _compiled_updates(program: Program) -> np.ndarray:
     """Updates of ``program`` on the fixed inputs through ``to_optax`` (for programs the interpreter
     cannot encode)."""
-    import optax
-    from metaopt.compile import to_optax
-
     w0, grads, losses = _inputs()
     sizes = [int(np.prod(s)) for s in SHAPES]
     split = lambda v: [jnp.asarray(x).reshape(s) for x, s in zip(np.split(v, np.cumsum(sizes)[:-1]), SHAPES)]
@@ -70,8 +71,6 @@ def _compiled_updates(program: Program) -> np.ndarray:
 
 def fingerprints(programs: Sequence[Program]) -> list[str]:
     """Fingerprints of many programs; the encodable ones share one batched evaluation per bucket."""
-    from metaopt.interpret import EncodingError, encode, run_updates, stack
-
     w0, grads, losses = _inputs()
     out: list[str | None] = [None] * len(programs)
     groups: dict[tuple[int, int], list[tuple[int, object]]] = {}
