@@ -10,7 +10,8 @@ population as it is *now*), wait for any batch (``ray.wait``), fold its candidat
 * **Funnel** — a candidate in the top ``funnel.fraction`` of everything judged is re-judged on
   ``steps_multiplier``× longer trainings with other seeds; only funnel-judged programs may be reported
   best (Lion's defence against meta-overfitting to the cheap proxy).
-* **Baselines** — AdamW and SGD tuned per task and stage once, as pool jobs, cached in ``baselines.json``
+* **Baselines** — AdamW and SGD tuned per task and stage once, exactly as candidates are tuned (the
+  stage's rate grid, seeds and keys), as pool jobs, cached in ``baselines.json``
   (and in ``../.baselines/`` beside the run directory, for other runs with the same settings).
 """
 from __future__ import annotations
@@ -23,10 +24,12 @@ import time
 from typing import Any, Callable, Optional
 
 from metaopt.io import atomic_write_json
+from metaopt.progress import Ticker, progress_bar
+from metaopt.provenance import write_provenance
 from search import programs
 from search.distributed import Job, LocalPool, RayPool, init_ray
 from search.evolution import Individual, RegularizedEvolution
-from search.fitness import WORST_FITNESS, baseline_factories, relative_fitness
+from search.fitness import WORST_FITNESS, baseline_factories, candidate_fitness, failed_fitness, references
 from search.judge import stage_specs
 from search.mutate import default_space, mutate
 from search.state import SearchState
@@ -46,8 +49,7 @@ def make_pool(cfg: Any, address: Optional[str] = None):
 def _check_encodable(program: Any, cfg: Any) -> None:
     """Fail fast when the interpreter cannot hold the initial program (every child would start from
     a worst-fitness parent): e.g. ``--init adamw`` needs max_len >= 14 and n_registers >= 26."""
-    from search.judge import interpreter_available
-    if cfg.backend == "compile" or not interpreter_available():
+    if cfg.backend == "compile":
         return
     from metaopt.interpret import EncodingError, encode
     try:
@@ -58,23 +60,28 @@ def _check_encodable(program: Any, cfg: Any) -> None:
 
 
 class SearchDriver:
-    """Runs (or resumes) one search in ``run_dir``. ``callbacks`` run after every returned batch."""
+    """Runs (or resumes) one search in ``run_dir``. ``callbacks`` run after every returned batch;
+    ``progress`` shows a bar (stderr) for the baseline tuning, which runs before the first callback."""
 
     def __init__(self, cfg: Any, run_dir: str, pool: Any = None, callbacks: tuple[Callback, ...] = (),
-                 address: Optional[str] = None, log: Callable[[str], None] = print):
-        self.cfg, self.run_dir, self.log = cfg, run_dir, log
+                 address: Optional[str] = None, log: Callable[[str], None] = print, progress: bool = True):
+        self.cfg, self.run_dir, self.log, self.progress = cfg, run_dir, log, progress
         os.makedirs(run_dir, exist_ok=True)
         self.state = SearchState.load(run_dir) if SearchState.exists(run_dir) else SearchState(seed=cfg.seed)
         self.resumed = SearchState.exists(run_dir)
         self.evolution = RegularizedEvolution(cfg.population, cfg.tournament, self.state.population)
         self.space = default_space(cfg.max_len, cfg.max_state_vars)
         # Ray first: it spawns processes, which should happen before JAX (fingerprints) starts threads.
+        if pool is None and cfg.workers:
+            self.log(f"search: starting {cfg.workers} Ray worker(s)" + (f" on {address}" if address else ""))
         self.pool = pool if pool is not None else make_pool(cfg, address)
         self.init_program = programs.simplify(programs.initial_program(cfg.init))
         self.init_fp = programs.fingerprint(self.init_program)
+        self.provenance = write_provenance(run_dir)   # JAX runs here now (fingerprints): ask it for devices
         _check_encodable(self.init_program, cfg)
         self.callbacks = callbacks
         self.baselines: dict = {}
+        self._references: dict = {}
         self._parsed: dict[str, Any] = {self.init_fp: self.init_program}
         self._pending: dict[str, tuple[str, str, str]] = {}   # fp -> (text, parent fp, mutation)
         self._funnel_queue: list[str] = []
@@ -90,9 +97,11 @@ class SearchDriver:
         specs = stage_specs(self.cfg)
         if not self.cfg.funnel.enabled:
             del specs["funnel"]
-        return {"stages": {k: {"tasks": list(v.tasks), "steps": list(v.steps), "seeds": v.seeds,
-                               "seed": v.seed} for k, v in specs.items()},
-                "grid": list(self.cfg.tasks.baseline_lr_grid)}
+        # "tuning"/"scoring" name the procedure: records made before speedup scoring lack the curves.
+        return {"stages": {k: {"tasks": list(v.tasks), "steps": list(v.steps), "eval_every": list(v.eval_every),
+                               "seeds": v.seeds, "seed": v.seed, "grid": list(v.lr_grid)}
+                           for k, v in specs.items()},
+                "tuning": "same-as-candidates", "scoring": "speedup"}
 
     def compute_baselines(self) -> dict:
         """``{stage: {optimizer: {task: {"loss", "lr", "grid"}}}}``, from ``baselines.json`` when it matches."""
@@ -107,7 +116,7 @@ class SearchDriver:
                 with open(candidate) as fh:
                     cached = json.load(fh)
                 if cached.get("signature") == sig:
-                    self.baselines = cached["baselines"]
+                    self.baselines, self._references = cached["baselines"], {}
                     if candidate != path:
                         atomic_write_json(path, cached)
                     return self.baselines
@@ -121,25 +130,39 @@ class SearchDriver:
         out: dict = {}
         queue = list(items)
         remaining = len(items)
-        while remaining:
-            while queue and self.pool.capacity() > 0:
-                item = queue.pop(0)
-                self.pool.submit(Job(self._next_id(), "baseline", [item]))
-            for job, results in self.pool.wait():
-                stage, opt, task = job.texts[0].split("/", 2)
-                res = results[0]
-                if "loss" not in res:
-                    raise RuntimeError(f"baseline {job.texts[0]} failed: {res['error']}")
-                out.setdefault(stage, {}).setdefault(opt, {})[task] = res
-                remaining -= 1
-        self.baselines = out
+        # One bar item per baseline; each is a whole tuning on a worker, so the ticker keeps the clock moving.
+        bar = progress_bar(len(items), "baselines", unit="tuning", enabled=self.progress,
+                           postfix=f"tuning {min(len(items), self.pool.capacity())} at a time")
+        try:
+            with Ticker(bar):
+                while remaining:
+                    while queue and self.pool.capacity() > 0:
+                        item = queue.pop(0)
+                        self.pool.submit(Job(self._next_id(), "baseline", [item]))
+                    for job, results in self.pool.wait():
+                        stage, opt, task = job.texts[0].split("/", 2)
+                        res = results[0]
+                        if "loss" not in res:
+                            raise RuntimeError(f"baseline {job.texts[0]} failed: {res['error']}")
+                        out.setdefault(stage, {}).setdefault(opt, {})[task] = res
+                        remaining -= 1
+                        bar.set_postfix_str(f"{job.texts[0]}: lr {res['lr']:.3g}, loss {res['loss']:.4g}",
+                                            refresh=False)
+                        bar.update(1)
+        finally:
+            bar.close()
+        self.baselines, self._references = out, {}
         atomic_write_json(path, {"signature": sig, "baselines": out})
         atomic_write_json(shared, {"signature": sig, "baselines": out})
         self.log(f"search: baselines done in {time.monotonic() - t:.0f} s")
         return out
 
-    def reference(self, stage: str, opt: str = "adamw") -> dict[str, float]:
-        return {t: r["loss"] for t, r in self.baselines[stage][opt].items()}
+    def reference(self, stage: str, opt: str = "adamw") -> dict:
+        """``{task: scoring.Reference}`` of the tuned ``opt`` on ``stage`` (computed once)."""
+        key = (stage, opt)
+        if key not in self._references:
+            self._references[key] = references(self.baselines[stage][opt])
+        return self._references[key]
 
     # --- breeding ---------------------------------------------------------------------------------
     def _next_id(self) -> int:
@@ -200,11 +223,13 @@ class SearchDriver:
         ref = self.reference("search")
         for fp, text, res in zip(job.keys, job.texts, results):
             _, parent, kind = self._pending.pop(fp, ("", "", ""))
-            fitness = WORST_FITNESS if res.get("error") else relative_fitness(res["losses"], ref)
+            fitness, scores = failed_fitness(ref) if res.get("error") else candidate_fitness(res["curves"], ref)
             st.counters["evaluations"] += 1
-            st.counters["failures"] += fitness >= WORST_FITNESS
+            # failed: could not run, or diverged at every rate on some task (not merely slow: that scores 1/4)
+            st.counters["failures"] += bool(res.get("error")) or None in res["curves"].values()
             self.session_evals += 1
-            st.judged[fp] = {"text": text, "fitness": fitness, "losses": res["losses"], "lrs": res["lrs"],
+            st.judged[fp] = {"text": text, "fitness": fitness, "scores": scores, "losses": res["losses"],
+                             "lrs": res["lrs"],
                              "error": res.get("error"), "order": st.counters["evaluations"],
                              "parent": parent, "mutation": kind}
             bisect.insort(self._sorted, fitness)
@@ -225,8 +250,8 @@ class SearchDriver:
         ref = self.reference("funnel")
         for fp, res in zip(job.keys, results):
             self._funnel_pending.discard(fp)
-            fitness = WORST_FITNESS if res.get("error") else relative_fitness(res["losses"], ref)
-            self.state.funnel[fp] = {"fitness": fitness, "losses": res["losses"], "lrs": res["lrs"],
+            fitness, scores = failed_fitness(ref) if res.get("error") else candidate_fitness(res["curves"], ref)
+            self.state.funnel[fp] = {"fitness": fitness, "scores": scores, "losses": res["losses"], "lrs": res["lrs"],
                                      "error": res.get("error")}
             self.state.counters["funnel_evaluations"] += 1
 
@@ -239,6 +264,10 @@ class SearchDriver:
     # --- the loop ---------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return time.monotonic() - self._t0
+
+    def funnel_backlog(self) -> int:
+        """Candidates queued for, or being judged by, the funnel (the progress bar shows them)."""
+        return len(self._funnel_queue) + len(self._funnel_pending)
 
     def budget_spent(self) -> bool:
         b = self.cfg.budget

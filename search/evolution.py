@@ -12,7 +12,8 @@ runs it asynchronously and steady-state: every judged child is inserted as soon 
 back, and a new batch is bred from whatever the population is at that moment (Real et al. run it
 that way on many workers too).
 
-Fitness is **lower is better** throughout search/ (a loss ratio to tuned AdamW).
+Fitness is **lower is better** throughout search/ (``metaopt.scoring.search_fitness``: 1 / the geometric
+mean of the clipped speedups over tuned AdamW).
 """
 from __future__ import annotations
 

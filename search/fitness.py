@@ -1,107 +1,106 @@
-"""Fitness of a candidate optimizer: its tuned final validation loss relative to tuned AdamW.
+"""Fitness of a candidate optimizer: its time-to-result speedup over tuned AdamW (:mod:`metaopt.scoring`).
 
-For every search task the candidate is trained at each rate of a small log grid (all in one batched
-call) and keeps its best rate; its final validation loss (mean over seeds) is divided by AdamW's, whose
-rate was tuned once on a finer grid at search start. The fitness is the geometric mean of those ratios
-over the tasks: **lower is better**, 1.0 means "as good as tuned AdamW", and it is scale-free, so a
-task with large losses does not dominate (the same normalisation as metaopt's evaluation protocol).
+Candidates and the reference they are divided by are tuned the **same way** (cheaper than
+``metaopt eval``, but identical for both): every rate of the stage's ``lr_grid`` in one batched call,
+the stage's seeds (the same PRNG keys, so the runs are paired), and the rate with the lowest tuning loss
+(``scoring.tuning_losses``: median over seeds of the final validation loss, a diverged seed = +inf)
+wins, without widening. The seed curves at the chosen rate are then scored per task against the
+reference's (``scoring.score_task``: steps to reach AdamW's median final loss, clipped speedup in
+[1/4, 4]), and the fitness is ``scoring.search_fitness``: ``1 / geomean(speedups)`` — **lower is
+better**, in [1/4, 4], tuned AdamW = 1.
 
-A candidate that diverges on every rate of some task (NaN/Inf), or that could not be run at all, gets
-:data:`WORST_FITNESS` — never an exception in the driver.
+A candidate that diverges everywhere, or that could not be run at all, gets :data:`WORST_FITNESS`
+(= 4, the bound) — never an exception in the driver.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-# Per-task ratios are capped so one pathological task cannot hide everything else, and a failed
-# candidate is strictly worse than any capped one, so the ordering stays total and finite (JSON-safe).
-RATIO_CAP = 100.0
-WORST_FITNESS = 1000.0
+from metaopt import scoring
+from metaopt.evaluate.grid import best_index
+from metaopt.evaluate.metrics import clean_curve
+
+WORST_FITNESS = scoring.WORST_FITNESS
 
 
-def final_losses(curves: np.ndarray) -> np.ndarray:
-    """``[..., L, S, T]`` validation curves -> ``[..., L]`` final loss averaged over seeds.
+def best_over_grid(curves: np.ndarray, lr_grid: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[P, L, S, T]`` curves -> (tuning loss ``[P]``, its rate ``[P]``, seed curves at it ``[P, S, T]``).
 
-    A rate at which any seed ended non-finite counts as diverged (NaN): a rule that needs luck
-    with the seed should not win.
+    The rate is the one of lowest ``scoring.tuning_losses`` (ties: the earlier rate of ``lr_grid``); NaN
+    everywhere for a program that diverged at every rate.
     """
-    last = np.asarray(curves, np.float64)[..., -1]
-    out = last.mean(axis=-1)
-    return np.where(np.isfinite(last).all(axis=-1), out, np.nan)
+    curves = np.asarray(curves, np.float64)
+    losses = scoring.tuning_losses(curves[..., -1])                      # [P, L]
+    best = np.full(len(curves), np.nan)
+    lrs = np.full(len(curves), np.nan)
+    at = np.full((len(curves),) + curves.shape[2:], np.nan)
+    for p, row in enumerate(losses):
+        i = best_index(row.tolist())
+        if i is not None:
+            best[p], lrs[p], at[p] = row[i], lr_grid[i], curves[p, i]
+    return best, lrs, at
 
 
-def best_over_grid(curves: np.ndarray, lr_grid: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """``[P, L, S, T]`` curves -> (best final loss ``[P]``, its learning rate ``[P]``); NaN if all diverged."""
-    losses = final_losses(curves)
-    finite = np.isfinite(losses)
-    masked = np.where(finite, losses, np.inf)
-    idx = masked.argmin(axis=-1)
-    best = np.take_along_axis(masked, idx[..., None], axis=-1)[..., 0]
-    lrs = np.asarray(lr_grid, np.float64)[idx]
-    ok = finite.any(axis=-1)
-    return np.where(ok, best, np.nan), np.where(ok, lrs, np.nan)
+def eval_steps(steps: int, eval_every: int) -> list[int]:
+    """The steps at which a run of ``steps`` steps records its validation loss (0 included)."""
+    return list(range(0, steps + 1, eval_every))
 
 
-def relative_fitness(losses: Mapping[str, float], baselines: Mapping[str, float]) -> float:
-    """Geometric mean over tasks of ``loss / baseline`` (each capped at :data:`RATIO_CAP`)."""
-    if not baselines:
-        raise ValueError("no baseline tasks")
-    logs = []
-    for task, base in baselines.items():
-        loss = losses.get(task, float("nan"))
-        if loss is None or not math.isfinite(loss):
-            return WORST_FITNESS
-        # A loss of exactly zero (or a zero baseline) would make the ratio degenerate; floor both.
-        ratio = max(loss, 1e-12) / max(base, 1e-12)
-        logs.append(math.log(min(ratio, RATIO_CAP)))
-    return float(math.exp(sum(logs) / len(logs)))
+def references(records: Mapping[str, dict]) -> dict[str, Optional[scoring.Reference]]:
+    """``{task: scoring.Reference}`` from the tuned reference's records (``tune_reference`` output);
+    ``None`` for a task where the reference itself diverged at every rate."""
+    return {t: (scoring.reference(r["curves"], r["eval_steps"]) if r.get("curves") else None)
+            for t, r in records.items()}
 
 
-def tune_optax(task, factory: Callable[..., optax.GradientTransformation], lr_grid: Sequence[float],
-               steps: int, eval_every: int, seeds: int, seed: int, max_widen: int = 2) -> dict:
-    """Tune one optax optimizer's learning rate on ``task``: all rates and seeds in one vmapped call.
+def candidate_fitness(curves: Mapping[str, Optional[list]],
+                      refs: Mapping[str, Optional[scoring.Reference]]) -> tuple[float, dict[str, Optional[float]]]:
+    """(fitness, ``{task: clipped speedup}``) of one candidate from its seed curves at its chosen rate
+    per task (``None``: diverged at every rate or failed, scoring 1/4). Tasks whose reference failed are
+    left out (score ``None``); with no scorable task at all this is an error in the baselines."""
+    scores: dict[str, Optional[float]] = {}
+    for task, ref in refs.items():
+        c = curves.get(task)
+        scores[task] = None if ref is None else (
+            scoring.MIN_SCORE if c is None else scoring.score_task(c, ref).score)
+    usable = [s for t, s in scores.items() if refs[t] is not None]
+    if not usable:
+        raise ValueError("no task has a usable reference (tuned AdamW diverged at every rate everywhere)")
+    return scoring.search_fitness(usable), scores
 
-    When the best rate lies on an edge of the grid, the grid is shifted past that edge by its own span
-    (its first point becomes the old last one) and run again, up to ``max_widen`` times, as the
-    evaluation protocol widens its grids: a baseline tuned against a grid edge would be a weak one.
-    Shifting keeps the shape, so the shifted runs reuse the compiled function.
 
-    Returns ``{"loss": best final valid loss, "lr": its rate, "grid": {lr: loss}}`` (JSON-ready).
+def failed_fitness(refs: Mapping[str, object]) -> tuple[float, dict[str, Optional[float]]]:
+    """The fitness of a candidate that could not be judged (parse or worker error)."""
+    return WORST_FITNESS, {t: scoring.MIN_SCORE for t in refs}
+
+
+def tune_reference(task, factory: Callable[..., optax.GradientTransformation], lr_grid: Sequence[float],
+                   steps: int, eval_every: int, seeds: int, seed: int) -> dict:
+    """Tune one optax optimizer on ``task`` exactly as the search tunes a candidate: every rate of
+    ``lr_grid`` with ``seeds`` seeds from ``PRNGKey(seed)`` (the interpreter's keys), one vmapped call,
+    chosen by :func:`best_over_grid`.
+
+    Returns ``{"loss", "lr", "curves" (seed curves at the rate, None = non-finite), "eval_steps",
+    "grid": {lr: tuning loss}}`` (JSON-ready; ``curves`` is None if every rate diverged).
     """
     from metaopt.train import train
 
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     run = lambda key, lr: train(task, factory, key, steps, eval_every, learning_rate=lr).valid_loss
     curves_fn = jax.jit(jax.vmap(jax.vmap(run, (0, None)), (None, 0)))            # [L, S, T]
-    grid = np.asarray(lr_grid, np.float64)
-    span = grid[-1] / grid[0] if len(grid) > 1 else 3.0
-    results: dict[float, float] = {}
-    for _ in range(max_widen + 1):
-        losses = final_losses(np.asarray(curves_fn(keys, jnp.asarray(grid, jnp.float32)))[None])[0]
-        results.update({float(g): float(v) for g, v in zip(grid, losses)})
-        lrs = sorted(results)
-        vals = np.array([results[g] for g in lrs])
-        if not np.isfinite(vals).any():
-            break
-        best = int(np.nanargmin(np.where(np.isfinite(vals), vals, np.nan)))
-        if best == len(lrs) - 1:
-            grid = grid * span
-        elif best == 0:
-            grid = grid / span
-        else:
-            break
-    lrs = sorted(results)
-    vals = np.array([results[g] for g in lrs])
-    ok = np.isfinite(vals)
-    i = int(np.argmin(np.where(ok, vals, np.inf)))
-    return {"loss": float(vals[i]) if ok.any() else float("nan"), "lr": float(lrs[i]),
-            "grid": {f"{g:.3g}": (v if np.isfinite(v) else None) for g, v in zip(lrs, vals.tolist())}}
+    curves = np.asarray(curves_fn(keys, jnp.asarray(lr_grid, jnp.float32)), np.float64)[None]
+    loss, lr, at = best_over_grid(curves, lr_grid)
+    ok = bool(np.isfinite(loss[0]))
+    grid = scoring.tuning_losses(curves[0, :, :, -1])
+    return {"loss": float(loss[0]), "lr": float(lr[0]),
+            "curves": [clean_curve(c) for c in at[0]] if ok else None,
+            "eval_steps": eval_steps(steps, eval_every),
+            "grid": {f"{g:.3g}": (float(v) if np.isfinite(v) else None) for g, v in zip(lr_grid, grid)}}
 
 
 def baseline_factories() -> dict[str, Callable[..., optax.GradientTransformation]]:

@@ -2,17 +2,18 @@
 
 A :class:`Judge` lives in a worker (or the driver, for ``workers: 0``) and is built once per *stage*
 (``"search"``: the cheap proxy; ``"funnel"``: longer trainings with other seeds). Given program texts it
-returns, per program and task, the best final validation loss over the stage's learning-rate grid and
-that rate. Fitness (relative to tuned AdamW) is computed by the driver, which holds the baselines.
+returns, per program and task, the tuning loss at the best rate of the stage's learning-rate grid, that
+rate and the seed curves there (``search.fitness.best_over_grid``). Fitness (the speedup over tuned AdamW,
+``metaopt.scoring``) is computed by the driver, which holds the baselines.
 
 The inner training is a pluggable *back end*, ``trainer(programs, lrs, key, n_seeds) -> curves
 [P, L, n_seeds, T]`` built once per task:
 
 * ``interpreter`` — ``metaopt.interpret.PopulationTrainer``: the batched interpreter (compiled once per
   task, a whole batch of programs in one vmapped call). The search's intended back end.
-* ``compile`` — each program compiled to optax (``metaopt.to_optax``, or :mod:`search.minicompile` when the
-  compiler is absent) and trained with ``metaopt.train``; one compile per program, so slow, but exact.
-* ``auto`` — ``interpreter`` when ``metaopt.interpret`` is importable, else ``compile``.
+* ``compile`` — each program compiled to optax (``metaopt.to_optax``) and trained with ``metaopt.train``;
+  one compile per program, so slow, but exact.
+* ``auto`` — ``interpreter`` (kept so configs written before ``interpreter`` was the default still load).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metaopt.evaluate.metrics import clean_curve
 from search.fitness import best_over_grid
 
 Trainer = Callable[[Sequence[Any], np.ndarray, jax.Array, int], np.ndarray]
@@ -48,7 +50,7 @@ def stage_specs(cfg: Any) -> dict[str, StageSpec]:
     if not names:
         raise ValueError(f"no search tasks: tasks.names is empty and suite {cfg.tasks.suite!r} has none")
     steps = tuple(cfg.tasks.steps or task_registry.get(n).steps for n in names)
-    every = tuple(cfg.tasks.eval_every or s for s in steps)
+    every = tuple(cfg.tasks.eval_every or default_eval_every(s) for s in steps)
     for n, s, e in zip(names, steps, every):
         if s % e:
             raise ValueError(f"task {n}: steps {s} is not a multiple of eval_every {e}")
@@ -61,12 +63,13 @@ def stage_specs(cfg: Any) -> dict[str, StageSpec]:
     }
 
 
-def interpreter_available() -> bool:
-    try:
-        import metaopt.interpret  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def default_eval_every(steps: int, evaluations: int = 10) -> int:
+    """The largest interval <= ``steps / evaluations`` that divides ``steps``: the speedup reads steps to
+    target off the validation curve, so it needs points along it, not only the final one."""
+    every = max(1, steps // evaluations)
+    while steps % every:
+        every -= 1
+    return every
 
 
 def _interpreter_trainer(task, steps: int, eval_every: int, cfg: Any) -> Trainer:
@@ -94,11 +97,8 @@ def _interpreter_trainer(task, steps: int, eval_every: int, cfg: Any) -> Trainer
 
 
 def _compile_trainer(task, steps: int, eval_every: int, cfg: Any) -> Trainer:
+    from metaopt.compile import to_optax
     from metaopt.train import train
-    try:
-        from metaopt import to_optax
-    except ImportError:
-        from search.minicompile import to_optax
 
     def one(program, lrs, key, n_seeds):
         factory = lambda lr: to_optax(program, learning_rate=lr)
@@ -132,10 +132,7 @@ class Judge:
     def __init__(self, cfg: Any, stage: str, spec: Optional[StageSpec] = None):
         self.cfg = cfg
         self.spec = spec or stage_specs(cfg)[stage]
-        backend = cfg.backend
-        if backend == "auto":
-            backend = "interpreter" if interpreter_available() else "compile"
-        self.backend = backend
+        self.backend = "interpreter" if cfg.backend == "auto" else cfg.backend
         self._trainers: dict[str, Trainer] = {}
 
     def _trainer(self, i: int) -> Trainer:
@@ -157,29 +154,31 @@ class Judge:
             except DSLError as e:
                 progs.append(None)
                 errors.append(f"parse: {e}")
-        results = [{"losses": {}, "lrs": {}, "error": err} for err in errors]
+        results = [{"losses": {}, "lrs": {}, "curves": {}, "error": err} for err in errors]
         key = jax.random.PRNGKey(self.spec.seed)
         lrs = np.asarray(self.spec.lr_grid, np.float32)
         for i, name in enumerate(self.spec.tasks):
             curves = self._trainer(i)(progs, lrs, key, self.spec.seeds)
-            best, best_lr = best_over_grid(curves, self.spec.lr_grid)
-            for r, loss, lr in zip(results, best, best_lr):
+            best, best_lr, at = best_over_grid(curves, self.spec.lr_grid)
+            for r, loss, lr, seed_curves in zip(results, best, best_lr, at):
                 # NaN (diverged at every rate, or failed) is stored as None: JSON-safe, read as failure.
-                r["losses"][name] = float(loss) if np.isfinite(loss) else None
-                r["lrs"][name] = float(lr) if np.isfinite(lr) else None
+                ok = bool(np.isfinite(loss))
+                r["losses"][name] = float(loss) if ok else None
+                r["lrs"][name] = float(lr) if ok else None
+                r["curves"][name] = [clean_curve(c) for c in seed_curves] if ok else None
         return results
 
 
 def tune_baseline(cfg: Any, item: str) -> dict:
-    """One baseline item ``"STAGE/OPTIMIZER/TASK"``: that optax optimizer tuned on the finer grid with
-    the stage's steps and seeds (AdamW is the fitness reference; SGD is reported beside it)."""
+    """One baseline item ``"STAGE/OPTIMIZER/TASK"``: that optax optimizer tuned exactly as the stage tunes a
+    candidate (its grid, steps, seeds and keys; AdamW is the fitness reference, SGD is reported beside it)."""
     import tasks as task_registry
-    from search.fitness import baseline_factories, tune_optax
+    from search.fitness import baseline_factories, tune_reference
     stage, opt, name = item.split("/", 2)
     spec = stage_specs(cfg)[stage]
     i = spec.tasks.index(name)
-    return tune_optax(task_registry.get(name), baseline_factories()[opt], cfg.tasks.baseline_lr_grid,
-                      spec.steps[i], spec.eval_every[i], spec.seeds, spec.seed)
+    return tune_reference(task_registry.get(name), baseline_factories()[opt], spec.lr_grid,
+                          spec.steps[i], spec.eval_every[i], spec.seeds, spec.seed)
 
 
 def run_job(cfg: Any, judges: dict, stage: str, payload: Sequence[str]) -> list[dict]:

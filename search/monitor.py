@@ -3,7 +3,7 @@
 Both are driver callbacks (``SearchDriver(callbacks=(monitor,))``) run after every returned batch.
 TensorBoard (``runs/NAME/tb``), step = evaluations so far:
 
-* ``fitness/best``, ``fitness/median`` — of the current population (loss ratio to tuned AdamW, lower is better)
+* ``fitness/best``, ``fitness/median`` — of the current population (``scoring.search_fitness``, lower is better)
 * ``fitness/best_funnel`` — the best re-judged (funnel) fitness: what would be reported now
 * ``throughput/evaluations_per_s``, ``cache/hit_rate``, ``population/diversity`` (distinct fingerprints
   ÷ population size), ``population/distinct_judged``
@@ -15,6 +15,11 @@ import os
 from typing import Any
 
 
+def _num(x: Any) -> str:
+    """A fitness for the bar; None (nothing judged yet, e.g. the first batch was lost) as '-'."""
+    return "-" if x is None else f"{x:.3f}"
+
+
 class Monitor:
     """TensorBoard + progress bar; ``close()`` when the search ends."""
 
@@ -23,13 +28,17 @@ class Monitor:
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._writer = SummaryWriter(os.path.join(run_dir, "tb"))
-        self._bar = None
+        self._bar = self._ticker = None
         self._by_evals = cfg.budget.evaluations is not None
+        self._seconds = cfg.budget.seconds
         if progress:
-            from tqdm import tqdm
+            from metaopt.progress import Ticker, progress_bar
             total = cfg.budget.evaluations if self._by_evals else int(cfg.budget.seconds)
-            self._bar = tqdm(total=total, unit="eval" if self._by_evals else "s", desc="search",
-                             dynamic_ncols=True)
+            # Until the first batch returns, every worker compiles its trainers: say so, and keep the
+            # clock moving (the ticker), rather than sit at 0 with a frozen time.
+            self._bar = progress_bar(total, "search", unit="eval" if self._by_evals else "s",
+                                     postfix="first batches: workers compile the trainer per task")
+            self._ticker = Ticker(self._bar)
         self._last_best_text = None
 
     def __call__(self, driver: Any) -> None:
@@ -54,12 +63,18 @@ class Monitor:
             now = step if self._by_evals else int(s["elapsed"])
             self._bar.n = min(now, self._bar.total)
             fb = s.get("best_funnel")
+            # Both budgets set: the bar counts evaluations, the postfix shows the clock, whichever ends it.
+            clock = f" {s['elapsed']:.0f}/{self._seconds:.0f}s" if self._by_evals and self._seconds else ""
+            backlog = driver.funnel_backlog()
             self._bar.set_postfix_str(
-                f"best {s['best']:.3f} med {s['median']:.3f} funnel {fb if fb is None else round(fb, 3)} "
-                f"hit {s['cache_hit_rate']:.0%} {s['evals_per_s']:.1f}/s")
+                f"best {_num(s['best'])} med {_num(s['median'])} funnel {_num(fb)} "
+                f"hit {s['cache_hit_rate']:.0%} {s['evals_per_s']:.1f}/s{clock}"
+                + (f" funnel queue {backlog}" if backlog else ""))
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self._ticker is not None:
+            self._ticker.stop()
         if self._bar is not None:
             self._bar.close()

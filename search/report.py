@@ -4,9 +4,11 @@ the held-out evaluation of the top programs.
 * ``runs/NAME/best/foundK.opt`` — the K-th best program (funnel-judged ones first, by funnel fitness),
   its header comment giving its search and funnel fitness; ``foundK.py`` is ``metaopt.to_source`` of it.
 * ``runs/NAME/summary.json`` / ``summary.md`` — counters, throughput, cache hit rate, the best programs
-  with fitness relative to tuned AdamW, and tuned SGD's fitness on the same scale for comparison.
+  with fitness (``metaopt.scoring.search_fitness``: 1 / geometric mean of the clipped speedups over tuned
+  AdamW, lower is better), tuned SGD's fitness on the same scale for comparison, and what
+  made the run (``provenance.json``: commit, package versions, machine, command line).
 * ``runs/NAME/heldout/`` — ``metaopt.evaluate`` (the fair-evaluation protocol: per-task rate tuning on a
-  >= 7-point grid, several seeds, scores relative to tuned AdamW) of the top programs and SGD on the
+  9-point grid, several seeds, speedups over tuned AdamW with bootstrap intervals) of the top programs and SGD on the
   ``heldout`` suite, which the search never saw; its Markdown table is also ``heldout.md``.
 """
 from __future__ import annotations
@@ -17,14 +19,15 @@ import os
 from typing import Any, Callable
 
 from metaopt.io import atomic_write_json, atomic_write_text
+from metaopt.provenance import load_provenance, made_by
 from search import programs
-from search.fitness import relative_fitness
+from search.fitness import candidate_fitness, references
 
 
 def reference_fitness(baselines: dict, stage: str, opt: str) -> float:
     """A tuned optax baseline's fitness on the search's scale (AdamW itself is 1.0 by definition)."""
-    ref = {t: r["loss"] for t, r in baselines[stage]["adamw"].items()}
-    return relative_fitness({t: r["loss"] for t, r in baselines[stage][opt].items()}, ref)
+    ref = references(baselines[stage]["adamw"])
+    return candidate_fitness({t: r["curves"] for t, r in baselines[stage][opt].items()}, ref)[0]
 
 
 def export_best(state: Any, run_dir: str, k: int) -> list[dict]:
@@ -35,8 +38,8 @@ def export_best(state: Any, run_dir: str, k: int) -> list[dict]:
     for i, (fp, rec) in enumerate(state.ranked(k), start=1):
         funnel = state.funnel.get(fp)
         doc = (f"Found by metaopt search (regularized evolution), rank {i}, fingerprint {fp}.\n"
-               f"Search fitness {rec['fitness']:.4f} (final valid loss / tuned AdamW's, geometric mean "
-               f"over the search tasks; lower is better)"
+               f"Search fitness {rec['fitness']:.4f} (1 / geometric mean over the search tasks of the speedup "
+               f"over tuned AdamW, each clipped to [1/4, 4]; lower is better)"
                + (f"; funnel fitness {funnel['fitness']:.4f}." if funnel else "; not funnel-judged."))
         program = dataclasses.replace(programs.parse(rec["text"]), name=f"found{i}", doc=doc)
         opt_path = os.path.join(out_dir, f"found{i}.opt")
@@ -79,8 +82,10 @@ def summary_markdown(summary: dict, cfg: Any) -> str:
         f"{summary['elapsed_s']:.0f} s: {summary['evaluations_per_s']:.2f} evaluations/s this session",
         f"- {c['children']} children bred, cache hit rate {summary['cache_hit_rate']:.1%}, "
         f"{c['failures']} failed/diverged, {c['worker_restarts']} worker restarts",
-        f"- fitness = final validation loss / tuned AdamW's, geometric mean over the search tasks "
-        f"(lower is better; AdamW = 1). Tuned SGD: {sgd:.4f} (search), {sgd_f:.4f} (funnel).", "",
+        f"- fitness = 1 / geometric mean over the search tasks of the speedup over tuned AdamW (steps AdamW "
+        f"needs to reach its median final validation loss / steps this program needs, clipped to [1/4, 4]; "
+        f"metaopt/scoring.py): lower is better, AdamW = 1, in [1/4, 4]. "
+        f"Tuned SGD: {sgd:.4f} (search), {sgd_f:.4f} (funnel).", "",
         "| rank | search fitness | funnel fitness | beats tuned SGD | program |", "|---|---|---|---|---|",
     ]
     for r in summary["best"]:
@@ -89,11 +94,13 @@ def summary_markdown(summary: dict, cfg: Any) -> str:
         body = "; ".join(line for line in r["text"].splitlines() if not line.startswith("#"))
         fun = f"{r['funnel_fitness']:.4f}" if r["funnel_fitness"] is not None else "-"
         lines.append(f"| {r['rank']} | {r['fitness']:.4f} | {fun} | {'yes' if f < ref else 'no'} | `{body}` |")
+    if summary.get("provenance"):
+        lines += ["", made_by(summary["provenance"], markdown=True).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
 def heldout_evaluation(cfg: Any, run_dir: str, best: list[dict], address: str | None,
-                       log: Callable[[str], None] = print) -> str | None:
+                       log: Callable[[str], None] = print, progress: bool = True) -> str | None:
     """Judge the top programs (and ``heldout.baselines``; AdamW is the reference) on the held-out suite with the
     evaluation protocol. Returns the Markdown table, or None when there is nothing to evaluate."""
     import tasks
@@ -108,7 +115,9 @@ def heldout_evaluation(cfg: Any, run_dir: str, best: list[dict], address: str | 
     ecfg = EvalConfig(optimizers=paths + list(h.baselines), suite=h.suite, tasks=list(h.tasks) or None, steps=h.steps,
                       out=os.path.join(run_dir, "heldout"), address=address, use_ray=cfg.workers > 0,
                       num_cpus=max(cfg.workers, 1))
-    result = evaluate(ecfg, log=log)
+    log(f"held-out evaluation of the top {len(paths)} program(s) with {', '.join(h.baselines) or 'no baselines'} "
+        f"and the reference: the fair protocol (rate tuned per task, several seeds) -> {ecfg.out}")
+    result = evaluate(ecfg, log=log, progress=progress)
     atomic_write_text(os.path.join(run_dir, "heldout.md"), result.markdown_table + "\n")
     return result.markdown_table
 
@@ -118,13 +127,14 @@ def finish(driver: Any, address: str | None = None, log: Callable[[str], None] =
     cfg, run_dir = driver.cfg, driver.run_dir
     best = export_best(driver.state, run_dir, cfg.top_programs)
     summary = summarize(driver, best)
+    summary["provenance"] = load_provenance(run_dir)
     md = summary_markdown(summary, cfg)
     atomic_write_json(os.path.join(run_dir, "summary.json"), _finite(summary))
     atomic_write_text(os.path.join(run_dir, "summary.md"), md)
     log(md)
     if best:
         log(f"best program ({best[0]['opt']}):\n{best[0]['text']}")
-    table = heldout_evaluation(cfg, run_dir, best, address, log)
+    table = heldout_evaluation(cfg, run_dir, best, address, log, progress=driver.progress)
     if table:
         log("held-out evaluation (metaopt.evaluate protocol):\n" + table)
         summary["heldout_table"] = table

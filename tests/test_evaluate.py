@@ -12,7 +12,8 @@ import optax
 import pytest
 
 from metaopt.evaluate import EvalConfig, evaluate
-from metaopt.evaluate import aggregate, grid, metrics
+from metaopt import scoring
+from metaopt.evaluate import grid, metrics
 from metaopt.evaluate.cell import run_cell
 from metaopt.specs import OptimizerSpec
 from tasks import Task
@@ -39,7 +40,7 @@ def rho(lr):
     return float(np.max(np.abs(1 - lr * np.asarray(EIGS))))
 
 
-CFG = dict(seeds=3, tune_seeds=1, grid_points=7, use_ray=False, max_widen=3)
+CFG = dict(seeds=3, tune_seeds=2, grid_points=9, use_ray=False, max_widen=3)
 
 
 def test_grid_functions():
@@ -66,18 +67,19 @@ def test_tuning_picks_the_grid_point_nearest_the_analytic_rate():
     assert cell["best_lr"] == pytest.approx(nearest)
     assert cell["widened"] == [] and not cell["at_edge"]
     assert cell["compiles"] == 1                   # grid and final seeds share one jit
+    assert len(lrs) == 9 and all(len(g["finals"]) == 2 for g in cell["grid"])   # 9 points, 2 tuning seeds
     # 0.54 overshoots (rho = 3.3): recorded as diverged, not chosen, not raised
     top = [g for g in cell["grid"] if g["lr"] == pytest.approx(0.54)][0]
-    assert top["diverged"] == 1 and top["score"] is None
+    assert top["diverged"] == 2 and top["median_loss"] is None
     assert cell["final"]["diverged"] == 0 and cell["final"]["mean"] < 1e-6
 
 
 def test_grid_widens_at_the_high_edge():
     cfg = EvalConfig(**CFG)
-    # grid 0.18/81 * 3^(-3..3) tops out at 0.06 (best, at the edge) -> +0.18, +0.54 -> 0.18 is interior
-    cell = run_cell(sgd_spec(0.18 / 81), quad_task(), cfg)
+    # grid 0.18/243 * 3^(-4..4) tops out at 0.06 (best, at the edge) -> +0.18, +0.54 -> 0.18 is interior
+    cell = run_cell(sgd_spec(0.18 / 243), quad_task(), cfg)
     assert cell["widened"] == ["high"]
-    assert len(cell["grid"]) == 9
+    assert len(cell["grid"]) == 11
     assert cell["best_lr"] == pytest.approx(0.18) and not cell["at_edge"]
 
 
@@ -99,10 +101,16 @@ def test_evaluate_reports_resume_and_divergence(tmp_path):
     # the divergent optimizer is reported as failed, with its divergences counted
     rows = {(r["optimizer"], r["task"]): r for r in res.aggregate["rows"]}
     bad = rows[("nan_opt", "quad_a")]
-    assert bad["failed"] and bad["relative"] is None and bad["best_lr"] is None and bad["diverged_runs"] == 9
-    assert res.aggregate["summary"]["nan_opt"]["failed"] == 2
-    assert rows[("optax:adamw", "quad_a")]["relative"] == pytest.approx(1.0)
-    assert rows[("sgd", "quad_a")]["relative"] < 1.0    # tuned GD beats Adam on a deterministic quadratic
+    # 9 rates + 2 from one widening downwards, 2 tuning seeds each; a failed cell scores the floor, 1/4
+    assert bad["failed"] and bad["best_lr"] is None and bad["diverged_runs"] == 22
+    assert bad["score"] == bad["loss_ratio"] == 0.25 and bad["vs_reference"] == "loss"
+    summary = res.aggregate["summary"]
+    assert summary["nan_opt"]["failed"] == 2 and summary["nan_opt"]["score"] == pytest.approx(0.25)
+    assert rows[("optax:adamw", "quad_a")]["score"] == pytest.approx(1.0)
+    assert rows[("sgd", "quad_a")]["score"] > 1.0      # tuned GD beats Adam on a deterministic quadratic
+    assert summary["sgd"]["win"] == 2 and summary["sgd"]["score"] > 1.0
+    lo, hi = summary["sgd"]["score_ci"]
+    assert lo <= summary["sgd"]["score"] <= hi
     prof = res.aggregate["profile"]
     assert prof["rho"]["sgd"][0] == 1.0 and prof["rho"]["nan_opt"][-1] == 0.0
 
@@ -113,7 +121,7 @@ def test_evaluate_reports_resume_and_divergence(tmp_path):
         table = list(csv.DictReader(fh))
     assert len(table) == 6 and {r["optimizer"] for r in table} == {"sgd", "nan_opt", "optax:adamw"}
     md = open(os.path.join(out, "summary.md")).read()
-    assert "| optimizer | quad_a | quad_b |" in md and "| nan_opt | failed | failed |" in md
+    assert "| optimizer | quad_a | quad_b |" in md and "| nan_opt | failed | failed | 0.250 [0.250, 0.250] |" in md
     for png in ("curves_quad_a.png", "curves_quad_b.png", "profile.png"):
         with open(os.path.join(out, png), "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -161,8 +169,6 @@ def test_metrics_definitions():
     curves = np.array([[1.0, 0.5, 0.25], [1.0, 20.0, 0.1], [1.0, np.nan, 0.1]])
     assert metrics.diverged(curves, 10.0).tolist() == [False, True, True]
     assert metrics.normalized_auc([2.0, 1.0, 0.5], [0, 10, 20]) == pytest.approx((1.5 / 2 + 0.75 / 2) / 2)
-    assert metrics.steps_to_target([3.0, None, 1.0, 0.5], [0, 5, 10, 15], 1.0) == 10
-    assert metrics.steps_to_target([3.0, 2.0], [0, 5], 1.0) is None
-    prof = aggregate.performance_profile(np.array([[1.0, 2.0], [4.0, math.inf]]), ["a", "b"])
+    prof = scoring.performance_profile(np.array([[1.0, 2.0], [4.0, math.inf]]), ["a", "b"])
     assert prof["ratios"] == [[1.0, 2.0], [1.0, None]]
     assert prof["rho"]["a"][0] == 1.0 and prof["rho"]["b"][0] == 0.0 and prof["rho"]["b"][-1] == 0.5

@@ -27,9 +27,9 @@ def test_baselines_config_loads():
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    cfg = build_config(p.parse_args(["--config", "configs/eval/baselines.yaml", "--tasks", "a,b", "--steps", "50"]))
+    cfg = build_config(p.parse_args(["--config", "configs/eval/baselines.yaml", "--tasks", "smoke_quadratic,smoke_linreg", "--steps", "50"]))
     assert len(cfg.optimizers) >= 10 and "adamw" in cfg.optimizers and cfg.suite == "heldout"
-    assert cfg.tasks == ["a", "b"] and cfg.steps == 50 and cfg.grid_points >= 7
+    assert cfg.tasks == ["smoke_quadratic", "smoke_linreg"] and cfg.steps == 50 and cfg.grid_points >= 9 and cfg.tune_seeds >= 2
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_eval_smoke_end_to_end(tmp_path):
     """`metaopt eval adamw lion --suite smoke` (one small task, short horizon) prints the summary table."""
     out = tmp_path / "smoke"
     cmd = [sys.executable, "-m", "metaopt.cli", "eval", "adamw", "lion", "--suite", "smoke",
-           "--tasks", "smoke_quadratic", "--steps", "40", "--tune-seeds", "1", "--no-ray", "--no-progress",
+           "--tasks", "smoke_quadratic", "--steps", "40", "--no-ray", "--no-progress",
            "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=os.getcwd())
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -41,7 +41,7 @@ def test_killed_worker_cell_is_retried_and_finishes(ray_local, tmp_path):
     counter = str(tmp_path / "attempts.txt")
     # max_retries=1: attempt 1 crashes and Ray retries; attempt 2 crashes too, so Ray gives up with
     # WorkerCrashedError and the driver resubmits; attempt 3 succeeds.
-    cfg = EvalConfig(out=str(tmp_path / "run"), reference="sgd", seeds=3, tune_seeds=1, grid_points=7,
+    cfg = EvalConfig(out=str(tmp_path / "run"), reference="sgd", seeds=3, tune_seeds=2, grid_points=9,
                      max_widen=0, max_retries=1, use_ray=True)
     spec = OptimizerSpec("sgd", optax.sgd, 0.1, "custom")
     res = evaluate(cfg, specs=[spec], task_objs=[crashing_task(counter, crashes=2)], progress=False,

@@ -30,8 +30,9 @@ def test_worker_killed_mid_batch_is_replaced_and_batch_retried(tmp_path):
         # time tuning AdamW (the driver loads baselines.json when its signature matches).
         atomic_write_json(tmp_path / "run" / "baselines.json", {
             "signature": driver._baseline_signature(),
-            "baselines": {"search": {o: {"smoke_quadratic": {"loss": 0.01, "lr": 0.1, "grid": {}}}
-                                     for o in ("adamw", "sgd")}}})
+            "baselines": {"search": {o: {"smoke_quadratic": {
+                "loss": 0.01, "lr": 0.1, "grid": {}, "eval_steps": list(range(0, 61, 10)),
+                "curves": [[1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01]]}} for o in ("adamw", "sgd")}}})
         st = driver.run()
         driver.pool.shutdown()
         assert killed and driver.pool.restarts >= 1

@@ -8,9 +8,10 @@ HELP = "tune the learning rate per task, run seeds, compare with tuned AdamW; wr
 ORDER = 30
 DESCRIPTION = """\
 Evaluate optimizers with the fair protocol: per (optimizer, task), tune the learning rate on a log grid
-(widened at an edge) by validation loss, then run several fresh seeds at the best rate. Reports loss
-relative to tuned AdamW (always included), its geometric mean, steps to target, normalized AUC,
-divergences and a performance profile, under --out (results.json/.csv, summary.md, PNGs, tb/).
+(widened at an edge) by median validation loss over tuning seeds, then run fresh seeds at the best rate.
+Reports the time-to-result speedup over tuned AdamW (always included; clipped to [1/4, 4]), the final-loss
+ratio, their geometric means with bootstrap 90% intervals, win/tie/loss, steps to target, normalized AUC,
+divergences and a performance profile (metaopt/scoring.py defines them), under --out (results.json/.csv, summary.md, PNGs, tb/).
 Re-running with the same --out skips finished cells.
 
 OPTIMIZER: a library name (adamw), a program file (rule.opt), optax:NAME, or lopt:PATH; any of them
@@ -25,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help="comma-separated subset of tasks (any registered task names)")
     p.add_argument("--steps", type=int, help="training steps per run (default: each task's own)")
     p.add_argument("--seeds", type=int, help="seeds at the tuned rate (default 3, at least 3)")
-    p.add_argument("--tune-seeds", type=int, help="seeds per grid point while tuning (1 or 2; default 2)")
-    p.add_argument("--grid-points", type=int, help="initial grid points (default 7, at least 7)")
+    p.add_argument("--tune-seeds", type=int, help="seeds per grid point while tuning (default 2, at least 2; the median decides)")
+    p.add_argument("--grid-points", type=int, help="initial grid points (default 9, at least 9)")
     p.add_argument("--reference", help="the optimizer everything is normalised by (default adamw)")
     p.add_argument("--out", help="output directory (default runs/eval-<timestamp>)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
@@ -56,6 +57,7 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from metaopt.config import ConfigError
     from metaopt.evaluate import evaluate
+    from metaopt.provenance import made_by
     from metaopt.specs import SpecError
 
     try:
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(result.markdown_table)
     print(f"\n{len(result.cells)} cells ({result.computed} computed now); reports in {result.out}/ "
-          f"(summary.md, results.json, results.csv, *.png, tb/)")
+          f"(summary.md, results.json, results.csv, *.png, tb/, provenance.json)")
+    print(made_by(result.provenance))
     if result.errors:
         print(f"{len(result.errors)} cell(s) raised; re-run with the same --out to retry them")
         return 1

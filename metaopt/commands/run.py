@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  exported optimizer:  {best}.py   (def found1(learning_rate, ...) -> optax transformation)")
     print(f"  held-out table:      {os.path.join(out, 'heldout.md')}")
     print(f"  search summary:      {os.path.join(out, 'summary.md')}; TensorBoard: tensorboard --logdir {out}")
+    print(f"  what made it:        {os.path.join(out, 'provenance.json')} (commit, package versions, machine, "
+          f"command line; printed under 'Made by' above)")
     return 0
 
 

@@ -73,20 +73,25 @@ def _run(args: argparse.Namespace, overrides: dict) -> int:
     if args.no_heldout:
         cfg.heldout.enabled = False
 
-    monitor = Monitor(run_dir, cfg, progress=not args.no_progress)
+    progress = not args.no_progress
     try:
-        driver = SearchDriver(cfg, run_dir, callbacks=(monitor,), address=args.address)
+        driver = SearchDriver(cfg, run_dir, address=args.address, progress=progress)
     except ValueError as e:     # e.g. an initial program too large for max_len / n_registers
-        monitor.close()
         print(f"metaopt search: {e}")
         _shutdown_ray()
         return 2
     try:
         print(f"search: population {cfg.population}, tournament {cfg.tournament}, init {cfg.init}, "
               f"{cfg.workers} worker(s), tasks {', '.join(driver_tasks(cfg))} -> {run_dir}")
-        driver.run()
+        # Baselines first, under their own bar: the search bar starts when the search does.
+        driver.compute_baselines()
+        monitor = Monitor(run_dir, cfg, progress=progress)
+        driver.callbacks = (monitor,)
+        try:
+            driver.run()
+        finally:
+            monitor.close()
     finally:
-        monitor.close()
         driver.pool.shutdown()
     finish(driver, address=args.address)
     _shutdown_ray()

@@ -1,16 +1,10 @@
-"""Suite-level numbers from the cells: loss relative to the tuned reference (AdamW), its geometric mean,
-steps to the per-task target, and the Dolan–Moré performance profile.
+"""Suite-level numbers from the cells, all computed by :mod:`metaopt.scoring` (the definitions live there
+and in docs/baselines/README.md): per task the clipped speedup against the tuned reference (AdamW), the
+clipped final-loss ratio, steps to target and win/tie/loss; per optimizer their geometric means with
+bootstrap 90% intervals and the win/tie/loss counts; and the performance profile on steps to target.
 
-* **relative loss** = optimizer's mean final valid loss / reference's, per task (1.0 = as good as tuned
-  AdamW, < 1 better). A *failed* cell (every final seed diverged, or no finite grid point) has relative
-  loss +inf.
-* **geometric mean** over the tasks where the relative loss is finite; ``failed`` counts the others, so a
-  failure is never silently averaged away.
-* **target** (per task) = the reference's mean final valid loss x ``target_factor`` (default 1.0: "reach
-  what tuned AdamW reaches by the end"); **steps to target** is read off the seed-mean curve.
-* **performance profile** (Dolan & Moré, 2002): with cost t[p, s] = mean final valid loss of optimizer s on
-  task p, r[p, s] = t[p, s] / min_s t[p, s]; rho_s(tau) = fraction of tasks with r[p, s] <= tau. A failed
-  cell has r = inf (never counted). rho_s(1) is the fraction of tasks where s is the best.
+A *failed* cell (every tuning rate diverged) scores 1/4 on everything. A task whose reference cell is
+missing or diverged cannot be scored; it is counted in ``unscored`` and left out of every aggregate.
 """
 from __future__ import annotations
 
@@ -19,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from metaopt import scoring
 from metaopt.evaluate import metrics
 
 
@@ -29,71 +24,90 @@ def final_mean(cell: Optional[dict]) -> float:
     return float(cell["final"]["mean"])
 
 
-def aggregate(cells: list[dict], optimizers: list[str], tasks: list[str], reference: str,
-              target_factor: float = 1.0) -> dict:
-    """Per-cell derived metrics (relative loss, steps to target) and per-optimizer summaries."""
+def seed_curves(cell: dict) -> tuple[list, list[bool]]:
+    """The final seeds' curves and which diverged (``losses[i] is None``: see ``cell._final_record``)."""
+    fin = cell["final"]
+    return fin["curves"], [loss is None for loss in fin["losses"]]
+
+
+def task_reference(cell: Optional[dict]) -> Optional[scoring.Reference]:
+    """The scoring reference from the reference optimizer's cell; ``None`` if it is missing or failed."""
+    if not cell or not cell.get("final"):
+        return None
+    curves, diverged = seed_curves(cell)
+    return scoring.reference(curves, cell["eval_steps"], diverged)
+
+
+def _score_cell(cell: dict, ref: scoring.Reference, rng: np.random.Generator) -> tuple[scoring.TaskScore, np.ndarray]:
+    """The cell's TaskScore and its bootstrap draws ``[2, draws]`` (speedup, loss ratio)."""
+    if not cell.get("final"):
+        return scoring.failed_task(), np.full((2, scoring.BOOTSTRAP_DRAWS), scoring.MIN_SCORE)
+    curves, diverged = seed_curves(cell)
+    return scoring.score_task(curves, ref, diverged), scoring.bootstrap_draws(curves, ref, diverged, rng=rng)
+
+
+def aggregate(cells: list[dict], optimizers: list[str], tasks: list[str], reference: str) -> dict:
+    """Per-cell scores (rows) and per-optimizer summaries; see the module docstring."""
     by_key = {(c["optimizer"], c["task"]): c for c in cells}
-    rows = []
-    targets = {}
+    rng = np.random.default_rng(scoring.BOOTSTRAP_SEED)
+    rows, draws, targets = [], {}, {}
+    refs = {t: task_reference(by_key.get((reference, t))) for t in tasks}
+    ref_seeds = {}
     for task in tasks:
-        ref = final_mean(by_key.get((reference, task)))
-        target = ref * target_factor if math.isfinite(ref) else None
-        targets[task] = target
+        ref = refs[task]
+        targets[task] = ref.target if ref else None
+        if ref is not None:
+            ref_seeds[task] = _score_cell(by_key[(reference, task)], ref, rng)[0].seed_scores
         for opt in optimizers:
             cell = by_key.get((opt, task))
             if cell is None:
                 continue
-            loss = final_mean(cell)
-            relative = loss / ref if math.isfinite(ref) and ref > 0 else math.nan
             fin = cell.get("final") or {}
-            reached = None
-            if target is not None and fin.get("mean_curve"):
-                reached = metrics.steps_to_target(fin["mean_curve"], cell["eval_steps"], target)
-            rows.append({
+            row = {
                 "optimizer": opt, "task": task, "best_lr": cell.get("best_lr"),
-                "final_mean": metrics.finite_or_none(loss), "final_std": fin.get("std"),
-                "relative": metrics.finite_or_none(relative) if not math.isinf(relative) else None,
-                "failed": not math.isfinite(loss),
-                "steps_to_target": reached, "auc_mean": fin.get("auc_mean"), "auc_std": fin.get("auc_std"),
+                "final_mean": metrics.finite_or_none(final_mean(cell)), "final_std": fin.get("std"),
+                "failed": not math.isfinite(final_mean(cell)),
+                "score": None, "score_seed_min": None, "score_seed_max": None, "loss_ratio": None,
+                "steps_to_target": None, "vs_reference": None,
+                "auc_mean": fin.get("auc_mean"), "auc_std": fin.get("auc_std"),
                 "diverged_final": fin.get("diverged"),
                 "diverged_runs": cell.get("diverged_runs"), "runs": cell.get("runs"),
                 "at_edge": cell.get("at_edge"), "widened": len(cell.get("widened", [])),
                 "steps": cell.get("steps"), "seconds": cell.get("seconds"),
-            })
-    summary = {}
-    for opt in optimizers:
-        mine = [r for r in rows if r["optimizer"] == opt]
-        rel = [r["relative"] for r in mine if r["relative"] is not None]
-        reached = [r for r in mine if r["steps_to_target"] is not None]
-        summary[opt] = {
-            "geomean_relative": float(np.exp(np.mean(np.log(rel)))) if rel and min(rel) > 0 else None,
-            "tasks": len(mine), "failed": sum(r["failed"] for r in mine),
-            "reached_target": len(reached),
-            "diverged_runs": sum(r["diverged_runs"] or 0 for r in mine),
-        }
-    profile = performance_profile(
-        np.array([[final_mean(by_key.get((o, t))) for o in optimizers] for t in tasks], np.float64)
-        if tasks and optimizers else np.zeros((0, len(optimizers))), optimizers)
-    return {"reference": reference, "target_factor": target_factor, "targets": targets,
-            "rows": rows, "summary": summary, "profile": profile}
+            }
+            if ref is not None:
+                score, draws[(opt, task)] = _score_cell(cell, ref, rng)
+                row.update(score=score.score, score_seed_min=min(score.seed_scores),
+                           score_seed_max=max(score.seed_scores), loss_ratio=score.loss_ratio,
+                           steps_to_target=score.steps_to_target,
+                           vs_reference=scoring.compare_seeds(score.seed_scores, ref_seeds[task]))
+            rows.append(row)
+    summary = {opt: _summarize([r for r in rows if r["optimizer"] == opt],
+                               [draws[(opt, t)] for t in tasks if (opt, t) in draws]) for opt in optimizers}
+    steps = np.array([[_steps_or_inf(rows, o, t) for o in optimizers] for t in tasks if refs[t] is not None],
+                     np.float64)
+    return {"reference": reference, "targets": targets, "rows": rows, "summary": summary,
+            "profile": scoring.performance_profile(steps.reshape(-1, len(optimizers)), optimizers)}
 
 
-def performance_profile(costs: np.ndarray, optimizers: list[str], points: int = 200) -> dict:
-    """Dolan–Moré profile of ``costs[task, optimizer]`` (lower is better; inf = failed).
+def _steps_or_inf(rows: list[dict], opt: str, task: str) -> float:
+    row = next((r for r in rows if r["optimizer"] == opt and r["task"] == task), None)
+    return math.inf if row is None or row["steps_to_target"] is None else row["steps_to_target"]
 
-    Returns ``{"tau": [...], "rho": {optimizer: [...]}, "ratios": [[...]]}`` with tau log-spaced from 1 to
-    just past the largest finite ratio.
-    """
-    costs = np.asarray(costs, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        best = np.min(np.where(np.isfinite(costs), costs, np.inf), axis=1, keepdims=True) if costs.size else costs
-        ratios = np.where(np.isfinite(costs) & np.isfinite(best),
-                          np.where(best > 0, costs / np.where(best > 0, best, 1.0),
-                                   np.where(costs <= best, 1.0, np.inf)), np.inf)
-    finite = ratios[np.isfinite(ratios)]
-    tau_max = max(2.0, float(finite.max()) * 1.05) if finite.size else 2.0
-    tau = np.logspace(0.0, math.log10(tau_max), points)
-    n = max(costs.shape[0], 1)
-    rho = {o: [float(np.sum(ratios[:, j] <= t) / n) for t in tau] for j, o in enumerate(optimizers)}
-    return {"tau": tau.tolist(), "rho": rho,
-            "ratios": [[metrics.finite_or_none(x) for x in row] for row in ratios]}
+
+def _summarize(mine: list[dict], draws: list[np.ndarray]) -> dict:
+    """One optimizer's aggregates over its scored tasks (geometric means, intervals, win/tie/loss)."""
+    scored = [r for r in mine if r["score"] is not None]
+    out = {"tasks": len(mine), "scored": len(scored), "unscored": len(mine) - len(scored),
+           "failed": sum(r["failed"] for r in mine),
+           "reached_target": sum(r["steps_to_target"] is not None for r in scored),
+           "diverged_runs": sum(r["diverged_runs"] or 0 for r in mine),
+           "score": None, "score_ci": None, "loss_ratio": None, "loss_ratio_ci": None,
+           **{k: sum(r["vs_reference"] == k for r in scored) for k in ("win", "tie", "loss")}}
+    if scored:
+        d = np.stack(draws)                                   # [tasks, 2, draws]
+        out.update(score=scoring.geomean([r["score"] for r in scored]),
+                   score_ci=list(scoring.bootstrap_interval(d[:, 0])),
+                   loss_ratio=scoring.geomean([r["loss_ratio"] for r in scored]),
+                   loss_ratio_ci=list(scoring.bootstrap_interval(d[:, 1])))
+    return out

@@ -1,8 +1,9 @@
 """One cell of an evaluation: one optimizer on one task, tuned and then run with several seeds.
 
 1. Train at every rate of a log grid (``grid_points`` rates ``grid_factor`` apart, centred on the spec's
-   default) with ``tune_seeds`` seeds; score a rate by its mean final validation loss; a rate where any
-   tuning seed diverged scores +inf and is never chosen.
+   default) with ``tune_seeds`` (>= 2) seeds; a rate's tuning loss is the median over those seeds of the
+   final validation loss, a diverged seed counting as +inf (``scoring.tuning_losses``, the rule the
+   search's candidates and baselines use too); the lowest finite one is chosen.
 2. While the best rate sits at an edge of the grid, add 2 rates beyond that edge (at most ``max_widen``
    times); if every rate diverged, the grid grows downward.
 3. Run ``seeds`` *fresh* seeds at the best rate (seed numbers disjoint from the tuning seeds, so the
@@ -20,11 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from metaopt import scoring
 from metaopt.evaluate import grid as grid_mod
 from metaopt.evaluate import metrics
 from metaopt.evaluate.config import EvalConfig
 
-FINAL_SEED_OFFSET = 1000   # final seeds are 1000, 1001, ...; tuning seeds are 0, 1
+FINAL_SEED_OFFSET = 1000   # final seeds are 1000, 1001, ...; tuning seeds are 0, 1, ...
 
 
 def horizon(task: Any, cfg: EvalConfig) -> tuple[int, int]:
@@ -90,26 +92,26 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
         div = metrics.diverged(curves, cfg.divergence_factor)
         diverged_runs += int(div.sum())
         initial.extend(curves[:, 0].tolist())
+        per_rate = len(tune_seeds)
+        medians = scoring.tuning_losses(curves[:, -1].reshape(len(lrs), per_rate), div.reshape(len(lrs), per_rate))
         for i, lr in enumerate(lrs):
-            rows = slice(i * len(tune_seeds), (i + 1) * len(tune_seeds))
-            finals = curves[rows, -1]
-            n_div = int(div[rows].sum())
-            score = float(np.mean(finals)) if n_div == 0 else math.inf
-            grid[lr] = {"lr": lr, "score": score, "finals": finals.tolist(), "diverged": n_div}
+            rows = slice(i * per_rate, (i + 1) * per_rate)
+            grid[lr] = {"lr": lr, "median_loss": float(medians[i]), "finals": curves[rows, -1].tolist(),
+                        "diverged": int(div[rows].sum())}
 
     evaluate(grid_mod.log_grid(spec.default_lr, cfg.grid_points, cfg.grid_factor))
     widened: list[str] = []
     while True:
         ordered = sorted(grid)
-        side = grid_mod.edge_to_widen([grid[lr]["score"] for lr in ordered])
+        side = grid_mod.edge_to_widen([grid[lr]["median_loss"] for lr in ordered])
         if side is None or len(widened) >= cfg.max_widen:
             break
         widened.append(side)
         evaluate(grid_mod.extend(ordered, side, cfg.grid_factor))
 
     ordered = sorted(grid)
-    scores = [grid[lr]["score"] for lr in ordered]
-    best = grid_mod.best_index(scores)
+    losses = [grid[lr]["median_loss"] for lr in ordered]
+    best = grid_mod.best_index(losses)
     record = {
         "optimizer": spec.name, "task": task.name, "steps": steps, "eval_every": every,
         "eval_steps": eval_steps, "protocol": cfg.protocol_hash(steps), "default_lr": spec.default_lr,
@@ -121,7 +123,7 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
     else:
         best_lr = ordered[best]
         record["best_lr"] = best_lr
-        record["at_edge"] = grid_mod.edge_to_widen(scores) is not None
+        record["at_edge"] = grid_mod.edge_to_widen(losses) is not None
         final_seeds = [FINAL_SEED_OFFSET + i for i in range(cfg.seeds)]
         curves = run([(best_lr, s) for s in final_seeds])
         div = metrics.diverged(curves, cfg.divergence_factor)
@@ -133,7 +135,7 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
 
 
 def _clean_grid(entry: dict) -> dict:
-    return {"lr": entry["lr"], "score": metrics.finite_or_none(entry["score"]),
+    return {"lr": entry["lr"], "median_loss": metrics.finite_or_none(entry["median_loss"]),
             "finals": metrics.clean_curve(entry["finals"]), "diverged": entry["diverged"]}
 
 

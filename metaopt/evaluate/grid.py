@@ -1,6 +1,9 @@
 """The learning-rate grid: a log grid around the spec's default, the best point, and widening at an edge.
 
-Pure functions on floats so the tuning rule is testable without training anything.
+The protocol (docs/baselines/README.md): 9 points 3x apart; while the best rate is at an edge, 2 more
+rates 3x apart beyond it (at most ``max_widen`` times). Each point's value is its tuning loss
+(``scoring.tuning_losses``: the median over >= 2 tuning seeds). Pure functions on floats so the tuning
+rule is testable without training anything.
 """
 from __future__ import annotations
 
@@ -32,26 +35,26 @@ def extend(lrs: Sequence[float], side: str, factor: float, count: int = 2) -> li
     raise ValueError(f"side must be 'low' or 'high', got {side!r}")
 
 
-def best_index(scores: Sequence[float]) -> Optional[int]:
-    """Index of the lowest finite score; ``None`` when every point diverged.
+def best_index(losses: Sequence[float]) -> Optional[int]:
+    """Index of the lowest finite tuning loss; ``None`` when every point diverged.
 
-    Non-finite scores (a diverged rate) are ignored rather than compared, so one blown-up point never
-    decides the tuning. Ties go to the smaller rate (the safer choice), since ``scores`` is ascending in lr.
+    Non-finite losses (a diverged rate) are ignored rather than compared, so one blown-up point never
+    decides the tuning. Ties go to the smaller rate (the safer choice), since ``losses`` is ascending in lr.
     """
-    finite = [(s, i) for i, s in enumerate(scores) if s is not None and math.isfinite(s)]
+    finite = [(s, i) for i, s in enumerate(losses) if s is not None and math.isfinite(s)]
     return min(finite)[1] if finite else None
 
 
-def edge_to_widen(scores: Sequence[float]) -> Optional[str]:
+def edge_to_widen(losses: Sequence[float]) -> Optional[str]:
     """Which side to extend: ``'low'``/``'high'`` if the best finite point is at that end of the grid.
 
     When nothing is finite, every rate was too large (loss blows up), so the grid moves down.
     """
-    best = best_index(scores)
+    best = best_index(losses)
     if best is None:
         return "low"
     if best == 0:
         return "low"
-    if best == len(scores) - 1:
+    if best == len(losses) - 1:
         return "high"
     return None

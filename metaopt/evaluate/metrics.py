@@ -7,8 +7,9 @@ Definitions (also in docs/baselines/README.md):
 * **normalized AUC** — the area under ``curve / curve[0]`` over training time rescaled to [0, 1]
   (trapezoid rule): 1.0 means no progress, smaller is better; comparable across tasks and horizons.
   It assumes a non-negative loss (true of every task in ``tasks/``).
-* **steps to target** — the first evaluated step at which the curve is at or below the target; ``None``
-  when never reached. The target is set per task at aggregation time (see ``aggregate.py``).
+
+Scores against the reference (speedup, steps to target, loss ratio, their aggregates) are defined in
+``metaopt/scoring.py``, not here.
 """
 from __future__ import annotations
 
@@ -35,14 +36,6 @@ def normalized_auc(curve: Sequence[float], steps: Sequence[float]) -> float:
         return math.nan
     y, x = c / c[0], s / s[-1]
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
-
-
-def steps_to_target(curve: Sequence[float | None], steps: Sequence[int], target: float) -> Optional[int]:
-    """The first step whose loss is <= ``target`` (NaN/None points never count)."""
-    for value, step in zip(curve, steps):
-        if value is not None and math.isfinite(value) and value <= target:
-            return int(step)
-    return None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

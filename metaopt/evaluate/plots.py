@@ -65,7 +65,7 @@ def loss_curves(out: str, cells: list[dict], task: str, optimizers: list[str]) -
 
 
 def profile_plot(out: str, profile: dict) -> str:
-    """The Dolan–Moré performance profile: fraction of tasks within a factor tau of the best."""
+    """The Dolan–Moré performance profile on steps to target, up to tau = 4 (``scoring.performance_profile``)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     tau = np.asarray(profile["tau"])
@@ -74,8 +74,8 @@ def profile_plot(out: str, profile: dict) -> str:
         ax.step(tau, rho, where="post", label=opt, color=colors[i % len(colors)])
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("τ (final valid loss / best on the task)")
-    ax.set_ylabel("fraction of tasks within τ of the best")
+    ax.set_xlabel("τ (steps to target / fewest on the task; metaopt/scoring.py)")
+    ax.set_ylabel("fraction of tasks reaching the target within τ x the fewest steps")
     ax.set_title("performance profile")
     ax.grid(alpha=0.3)
     if profile["rho"]:

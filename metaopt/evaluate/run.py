@@ -11,7 +11,10 @@ from metaopt.evaluate import store
 from metaopt.evaluate.cell import horizon
 from metaopt.evaluate.config import EvalConfig
 from metaopt.evaluate.dispatch import Job, run_jobs
+from metaopt.evaluate.dispatch import compute as dispatch_compute
 from metaopt.io import atomic_write_json
+from metaopt.progress import Ticker, progress_bar
+from metaopt.provenance import load_provenance, write_provenance
 
 
 @dataclasses.dataclass
@@ -25,6 +28,7 @@ class EvalResult:
     computed: int            # cells computed by this call (the rest were loaded from out/cells)
     paths: dict[str, Any]
     markdown_table: str
+    provenance: Optional[dict] = None     # out/provenance.json: what made this evaluation
 
 
 def default_out(name: Optional[str] = None) -> str:
@@ -89,6 +93,7 @@ def evaluate(cfg: EvalConfig, specs: Optional[Sequence[Any]] = None, task_objs: 
     settings = {**dataclasses.asdict(cfg), "optimizers": names, "tasks": task_names, "out": out,
                 "reference": reference}
     atomic_write_json(os.path.join(out, "config.json"), settings)
+    write_provenance(out)
 
     cells: dict[tuple[str, str], dict] = {}
     jobs: list[Job] = []
@@ -105,24 +110,38 @@ def evaluate(cfg: EvalConfig, specs: Optional[Sequence[Any]] = None, task_objs: 
     log(f"{len(names)} optimizers x {len(task_names)} tasks: {len(cells)} cells done, {len(jobs)} to run -> {out}")
 
     errors: dict[str, str] = {}
-    bar = _progress(len(names) * len(task_names), len(cells), progress)
+    parallel = "on Ray" if cfg.use_ray else "one at a time in this process"
+    bar = progress_bar(len(names) * len(task_names), "eval cells", unit="cell", enabled=progress,
+                       initial=len(cells), postfix=f"{len(jobs)} to run, {parallel}" if jobs else None)
 
     def on_done(job: Job, record: dict) -> None:
         store.save_cell(out, record)
         cells[(job.optimizer, job.task_name)] = record
         bar.update(1)
-        bar.set_postfix_str(f"{job.optimizer} on {job.task_name}")
+        bar.set_postfix_str(f"done {job.optimizer} on {job.task_name}")
 
     def on_error(job: Job, message: str) -> None:
         errors[f"{job.optimizer} on {job.task_name}"] = message
         bar.update(1)
         log(f"cell {job.optimizer} on {job.task_name} failed:\n{message}")
 
+    run_fn = compute_fn
+    if not cfg.use_ray and progress:
+        # In this process a cell can take minutes: name the one running (Ray cells cannot touch the bar).
+        inner = compute_fn or dispatch_compute
+
+        def run_fn(job: Job, cfg_: EvalConfig) -> dict:
+            bar.set_postfix_str(f"running {job.optimizer} on {job.task_name}")
+            return inner(job, cfg_)
+
     try:
         if jobs:
-            run_jobs(jobs, cfg, on_done, on_error, compute_fn)
+            with Ticker(bar):
+                run_jobs(jobs, cfg, on_done, on_error, run_fn)
     finally:
         bar.close()
+    if jobs:
+        log("writing reports (results.json/.csv, summary.md, plots, TensorBoard)")
     return report(out, cfg, names, task_names, reference, cells, errors, settings, computed=len(jobs) - len(errors))
 
 
@@ -134,15 +153,11 @@ def report(out: str, cfg: EvalConfig, names: list[str], task_names: list[str], r
     from metaopt.evaluate import report as report_mod
 
     ordered = [cells[(o, t)] for o in names for t in task_names if (o, t) in cells]
-    agg = agg_mod.aggregate(ordered, names, task_names, reference, cfg.target_factor)
-    paths: dict[str, Any] = report_mod.write_text_reports(out, agg, ordered, names, task_names, settings, errors)
+    agg = agg_mod.aggregate(ordered, names, task_names, reference)
+    provenance = load_provenance(out)
+    paths: dict[str, Any] = report_mod.write_text_reports(out, agg, ordered, names, task_names, settings, errors,
+                                                          provenance)
     paths["plots"] = plots.write_plots(out, ordered, names, task_names, agg["profile"])
     paths["tensorboard"] = tboard.tensorboard(out, ordered)
     table = report_mod.summary_table(agg, names, task_names)
-    return EvalResult(out, names, task_names, ordered, agg, errors, computed, paths, table)
-
-
-def _progress(total: int, done: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, desc="eval cells", unit="cell", disable=not enabled, leave=True)
+    return EvalResult(out, names, task_names, ordered, agg, errors, computed, paths, table, provenance)

@@ -24,6 +24,8 @@ from metaopt.learned.export import save_lopt
 from metaopt.meta.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from metaopt.meta.config import MetaConfig
 from metaopt.meta.distributed import make_workers
+from metaopt.progress import Ticker, progress_bar
+from metaopt.provenance import load_provenance, made_by, write_provenance
 
 
 @dataclasses.dataclass
@@ -47,12 +49,12 @@ def meta_train(cfg: MetaConfig, run_dir: str, resume: bool = False, address: str
     this call (tests use it to simulate a kill); ``max_seconds`` ends early (with a checkpoint, so
     ``resume=True`` continues) once this call has run that long — a wall-clock budget."""
     from tensorboardX import SummaryWriter
-    from tqdm import tqdm
 
     os.makedirs(run_dir, exist_ok=True)
     lopt = build({"architecture": cfg.lopt.architecture, "kwargs": cfg.lopt.kwargs})
     mopt = meta_optimizer(cfg)
     workers = make_workers(cfg, address, num_cpus)
+    write_provenance(run_dir)      # after the workers: Ray spawns its processes before JAX starts here
     if resume and has_checkpoint(run_dir):
         ck = load_checkpoint(run_dir)
         theta = jax.tree_util.tree_map(jnp.asarray, ck["theta"])
@@ -84,16 +86,20 @@ def meta_train(cfg: MetaConfig, run_dir: str, resume: bool = False, address: str
     writer = SummaryWriter(run_dir) if log else None
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     t0 = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=f"meta-train {cfg.name}",
-               disable=not progress, dynamic_ncols=True)
+    # The first step compiles the unroll on every worker (seconds to minutes): say so, keep the clock moving.
+    bar = progress_bar(cfg.steps, f"meta-train {cfg.name}", enabled=progress and end > start, initial=start,
+                       postfix="first step: compiling the inner unroll")
+    ticker = Ticker(bar)
     try:
-        for step in bar:
+        for step in range(start, end):
             grad, metrics = workers.compute(theta)
             theta, opt_state, norm = apply(theta, opt_state, grad)
             metrics = {k: v for k, v in metrics.items() if k != "task_ids"}
             metrics["grad_norm"] = float(norm)
             history.append(metrics)
-            bar.set_postfix(meta_loss=f"{metrics['meta_loss']:.3f}", inner=f"{metrics['inner_loss']:.3g}")
+            bar.set_postfix(meta_loss=f"{metrics['meta_loss']:.3f}", inner=f"{metrics['inner_loss']:.3g}",
+                            refresh=False)
+            bar.update(1)
             if writer is not None and (step % cfg.log_every == 0 or step == end - 1):
                 for k, v in metrics.items():
                     writer.add_scalar(f"meta/{k}", v, step + 1)
@@ -107,6 +113,7 @@ def meta_train(cfg: MetaConfig, run_dir: str, resume: bool = False, address: str
             checkpoint(end)
         inner = workers.inner_steps()
     finally:
+        ticker.stop()
         bar.close()
         if writer is not None:
             writer.close()
@@ -117,12 +124,14 @@ def meta_train(cfg: MetaConfig, run_dir: str, resume: bool = False, address: str
 def summary(result: MetaResult, window: int = 10) -> str:
     """A short text summary: meta-loss at the start and end, gradient norm, speed."""
     h = result.history
+    provenance = load_provenance(result.run_dir)
+    made = f"\n{made_by(provenance)}" if provenance else ""
     if not h:
-        return f"{result.run_dir}: no steps taken"
+        return f"{result.run_dir}: no steps taken{made}"
     first = np.mean([m["meta_loss"] for m in h[:window]])
     last = np.mean([m["meta_loss"] for m in h[-window:]])
     inner = np.mean([m["inner_loss"] for m in h[-window:]])
     return (f"meta-trained {result.step} steps in {result.seconds:.1f}s -> {result.run_dir}\n"
             f"  meta-loss (mean of {window}): first {first:.4f}  last {last:.4f}\n"
             f"  inner train loss (last {window}): {inner:.4g}   grad norm (last): {h[-1]['grad_norm']:.3g}\n"
-            f"  inner steps this call: {result.inner_steps:,}")
+            f"  inner steps this call: {result.inner_steps:,}{made}")
