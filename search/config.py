@@ -14,6 +14,22 @@ from metaopt.dsl.program import INPUTS
 from metaopt.evaluate.config import check_specs, check_tasks
 
 
+# Suites only final reports may read (never search fitness, the funnel or checkpoint selection).
+FINAL_SUITES = ("heldout", "heldout-quick")
+
+
+def check_role(suite_field: str, suite: str, names_field: str, names: list[str], refused: tuple[str, ...],
+               why: str) -> None:
+    """Refuse a suite (or task names) that belongs to a suite this stage must not read."""
+    import tasks as task_registry
+    if suite in refused:
+        raise FieldError(suite_field, f"suite {suite!r} is not allowed here: {why}")
+    for i, name in enumerate(names):
+        owners = [s for s in refused if name in task_registry.SUITES.get(s, ())]
+        if owners:
+            raise FieldError((names_field, i), f"task {name!r} belongs to the {owners[0]!r} suite: {why}")
+
+
 @dataclasses.dataclass
 class TasksConfig:
     """Which tasks judge a candidate and how long each inner training runs."""
@@ -26,19 +42,16 @@ class TasksConfig:
     # The candidate's own learning rate is picked from this small grid, evaluated in the same batch:
     # programs return a direction of arbitrary scale, so a fixed rate would judge scale, not the rule.
     lr_grid: list[float] = dataclasses.field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0])
-    # Unused since baselines are tuned exactly like candidates (on lr_grid, search/fitness.py); kept only so
-    # configs that set it still load. TODO(config owner): drop it with the three configs/search/*.yaml lines.
-    baseline_lr_grid: list[float] = dataclasses.field(
-        default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
-
     def __post_init__(self) -> None:
         check_tasks("suite", self.suite, "names", self.names)
+        check_role("suite", self.suite, "names", self.names, refused=("validation", *FINAL_SUITES),
+                   why="search fitness must never read the model-selection or held-out tasks")
         at_least("seeds", self.seeds, 1)
         at_least("steps", self.steps, 1)
         at_least("eval_every", self.eval_every, 1)
         if self.steps is not None and self.eval_every is not None and self.steps % self.eval_every:
             raise FieldError("eval_every", f"must divide steps ({self.steps}), got {self.eval_every}")
-        for name in ("lr_grid", "baseline_lr_grid"):
+        for name in ("lr_grid",):
             grid = getattr(self, name)
             if not grid:
                 raise FieldError(name, "must be a non-empty list of positive rates")
@@ -50,13 +63,17 @@ class TasksConfig:
 @dataclasses.dataclass
 class FunnelConfig:
     """Lion's guard against meta-overfitting (Chen et al. 2023, sec. 2.3): the best candidates of the
-    cheap proxy are re-judged on longer trainings with other seeds, and only re-judged programs may
-    become the reported best."""
+    cheap proxy are re-judged on other, larger tasks with other seeds, and only re-judged programs may
+    become the reported best. The funnel judges on the ``validation`` suite (model selection), which
+    search fitness never reads, so a rule that games the search tasks cannot pass it; ``heldout`` is for
+    final reports only and is refused here."""
 
     enabled: bool = True
     fraction: float = 0.1        # a candidate in the top `fraction` of everything judged so far qualifies
     min_judged: int = 10         # ... once at least this many candidates have been judged
-    steps_multiplier: int = 3
+    suite: str = "validation"
+    tasks: list[str] = dataclasses.field(default_factory=list)   # a subset of the suite (empty: all of it)
+    steps: Optional[int] = None  # None: each task's own horizon
     seeds: int = 2
     seed_offset: int = 1000      # funnel seeds differ from the search seeds
 
@@ -64,7 +81,11 @@ class FunnelConfig:
         if not 0.0 < self.fraction <= 1.0:
             raise FieldError("fraction", f"must be in (0, 1], got {self.fraction!r}")
         at_least("min_judged", self.min_judged, 1)
-        at_least("steps_multiplier", self.steps_multiplier, 1)
+        check_tasks("suite", self.suite, "tasks", self.tasks)
+        check_role("suite", self.suite, "tasks", self.tasks, refused=("train", *FINAL_SUITES),
+                   why="the funnel selects models on tasks search fitness never reads, and held-out suites are "
+                       "for final reports only")
+        at_least("steps", self.steps, 1)
         at_least("seeds", self.seeds, 1)
 
 
@@ -96,6 +117,8 @@ class HeldoutConfig:
 
     def __post_init__(self) -> None:
         check_tasks("suite", self.suite, "tasks", self.tasks)
+        check_role("suite", self.suite, "tasks", self.tasks, refused=("train", "validation"),
+                   why="the final report judges on tasks neither fitness nor model selection read")
         at_least("steps", self.steps, 1)
         at_least("top_k", self.top_k, 1)
         check_specs("baselines", self.baselines)

@@ -8,7 +8,7 @@ population as it is *now*), wait for any batch (``ray.wait``), fold its candidat
 * **Fingerprint cache** — a child whose fingerprint was judged before takes the cached fitness at once
   and never reaches a worker (Chen et al. 2023 report most mutants are redundant).
 * **Funnel** — a candidate in the top ``funnel.fraction`` of everything judged is re-judged on
-  ``steps_multiplier``× longer trainings with other seeds; only funnel-judged programs may be reported
+  the ``validation`` suite's tasks (``funnel.suite``) with other seeds; only funnel-judged programs may be reported
   best (Lion's defence against meta-overfitting to the cheap proxy).
 * **Baselines** — AdamW and SGD tuned per task and stage once, exactly as candidates are tuned (the
   stage's rate grid, seeds and keys), as pool jobs, cached in ``baselines.json``
@@ -125,7 +125,7 @@ class SearchDriver:
         items = [f"{stage}/{opt}/{task}" for stage in stages for opt in baseline_factories()
                  for task in specs[stage].tasks]
         self.log(f"search: tuning {len(items)} baselines (AdamW, SGD per task and stage) on "
-                 f"{len(self.cfg.tasks.baseline_lr_grid)} rates; cached in {path}")
+                 f"{len(self.cfg.tasks.lr_grid)} rates, as candidates; cached in {path}")
         t = time.monotonic()
         out: dict = {}
         queue = list(items)

@@ -55,11 +55,14 @@ def stage_specs(cfg: Any) -> dict[str, StageSpec]:
         if s % e:
             raise ValueError(f"task {n}: steps {s} is not a multiple of eval_every {e}")
     grid = tuple(cfg.tasks.lr_grid)
-    m = cfg.funnel.steps_multiplier
+    f = cfg.funnel
+    f_names = tuple(f.tasks) or tuple(task_registry.SUITES[f.suite])
+    f_steps = tuple(f.steps or task_registry.get(n).steps for n in f_names)
     return {
         "search": StageSpec("search", names, steps, every, cfg.tasks.seeds, cfg.seed, grid),
-        "funnel": StageSpec("funnel", names, tuple(s * m for s in steps), tuple(e * m for e in every),
-                            cfg.funnel.seeds, cfg.seed + cfg.funnel.seed_offset, grid),
+        # The funnel judges on other tasks (the validation suite) than fitness does: see FunnelConfig.
+        "funnel": StageSpec("funnel", f_names, f_steps, tuple(default_eval_every(s) for s in f_steps),
+                            f.seeds, cfg.seed + f.seed_offset, grid),
     }
 
 

@@ -127,6 +127,13 @@ NAME_CASES = [
      "unknown optimizer spec 'adamx'"),
     (EvalConfig, "eval/smoke.yaml", "tasks: [smoke_quadratic,", "tasks: [smoke_quadratik,", "smoke_quadratik",
      "tasks[0]", "unknown task 'smoke_quadratik'"),
+    # Suites have roles: fitness never reads validation or held-out tasks, the funnel never held-out ones.
+    (SearchConfig, "search/full.yaml", "  suite: train", "  suite: heldout", "heldout", "tasks.suite",
+     "suite 'heldout' is not allowed here"),
+    (SearchConfig, "search/smoke.yaml", "names: [smoke_quadratic]", "names: [smoke_quadratic, digits_cnn]",
+     "digits_cnn", "tasks.names[1]", "task 'digits_cnn' belongs to the 'validation' suite"),
+    (SearchConfig, "search/quick.yaml", "  suite: validation", "  suite: heldout-quick", "heldout-quick",
+     "funnel.suite", "suite 'heldout-quick' is not allowed here"),
 ]
 
 

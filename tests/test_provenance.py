@@ -96,7 +96,7 @@ def _tiny_search_config(tmp_path) -> str:
         cfg = yaml.safe_load(fh)
     cfg.update(workers=0, population=4, tournament=2, batch_size=4, checkpoint_every=4,
                budget={"evaluations": 4})
-    cfg["tasks"].update(steps=20, eval_every=20, baseline_lr_grid=[1e-2, 1e-1, 1.0])
+    cfg["tasks"].update(steps=20, eval_every=20, lr_grid=[1e-2, 1e-1, 1.0])
     cfg["funnel"] = {"enabled": False}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
