@@ -47,7 +47,8 @@ def eval_steps(steps: int, eval_every: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("task", "optimizer", "steps", "eval_every"))
 def train(task: Task, optimizer: OptimizerLike, key: jax.Array, steps: int, eval_every: int = 50,
           learning_rate: float | jax.Array | None = None) -> TrainResult:
-    """Train ``task`` with ``optimizer`` for ``steps`` steps from the initialization drawn from ``key``.
+    """Train ``task`` with ``optimizer`` for ``steps`` steps from the initialization drawn from ``key``
+    (which also draws the task's per-run constants, see :mod:`tasks.base`).
 
     ``optimizer`` is an ``optax.GradientTransformation`` (used as is) or a factory
     ``learning_rate -> GradientTransformation`` such as ``optax.adam``. The minibatch loss is passed
@@ -56,6 +57,7 @@ def train(task: Task, optimizer: OptimizerLike, key: jax.Array, steps: int, eval
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every})")
     opt = resolve_optimizer(optimizer, learning_rate)
+    task = task.for_run(key)        # per-run constants (a guessable minimizer is drawn from the key)
     init_key, data_key, valid_key = jax.random.split(key, 3)
     params = task.init(init_key)
     opt_state = opt.init(params)

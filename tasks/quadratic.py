@@ -1,7 +1,9 @@
 """Random ill-conditioned quadratics with noisy gradients.
 
-f(w) = 1/2 (w - w*)^T H (w - w*), H = Q diag(λ) Q^T with λ log-spaced on [1, κ]. The train split
-adds Gaussian noise to the target (minibatch noise); the valid split evaluates the exact loss.
+f(w) = 1/2 (w - w*)^T H (w - w*) / dim, H = Q diag(λ) Q^T with λ log-spaced on [1, κ]. The spectrum is
+the task; the rotation Q (Haar-random) and the minimizer w* ~ N(0, I) are drawn per run from the run's
+key (:func:`tasks.base.per_run_task`), so no rule that ignores the gradient can know where w* is. The
+train split adds Gaussian noise to the target (minibatch noise); the valid split evaluates the exact loss.
 """
 from __future__ import annotations
 
@@ -9,33 +11,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import Task, TaskFamily, check_split, key_to_rng
+from tasks.base import Task, TaskFamily, check_split, key_to_rng, per_run_task
 from tasks.registry import register, register_family
+
+
+def random_rotation(key: jax.Array, dim: int) -> jax.Array:
+    """A Haar-distributed orthogonal matrix: QR of a Gaussian matrix, columns signed by diag(R)."""
+    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim), jnp.float32))
+    return q * jnp.sign(jnp.diagonal(r))
 
 
 def quadratic(name: str, dim: int = 32, condition: float = 100.0, noise: float = 0.1, seed: int = 0,
               steps: int = 300, eval_every: int = 50) -> Task:
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    eig = np.logspace(0.0, np.log10(condition), dim)
-    hess = jnp.asarray((q * eig) @ q.T, jnp.float32)
-    target = jnp.asarray(rng.standard_normal(dim), jnp.float32)
+    """``seed`` separates tasks that share a shape: it is folded into every run's key."""
+    eig = jnp.asarray(np.logspace(0.0, np.log10(condition), dim), jnp.float32)
 
-    def init(key):
-        return {"w": jax.random.normal(key, (dim,), jnp.float32)}
+    def draw(key: jax.Array):
+        rot_key, target_key = jax.random.split(jax.random.fold_in(key, seed))
+        return {"rotation": random_rotation(rot_key, dim),
+                "target": jax.random.normal(target_key, (dim,), jnp.float32)}
 
-    def batch(key, split):
-        check_split(split)
-        if split == "valid":
-            return jnp.zeros((dim,), jnp.float32)
-        return noise * jax.random.normal(key, (dim,), jnp.float32)
+    def make(consts):
+        def init(key):
+            return {"w": jax.random.normal(key, (dim,), jnp.float32)}
 
-    def loss(params, shift):
-        d = params["w"] - target - shift
-        return 0.5 * d @ hess @ d / dim
+        def batch(key, split):
+            check_split(split)
+            if split == "valid":
+                return jnp.zeros((dim,), jnp.float32)
+            return noise * jax.random.normal(key, (dim,), jnp.float32)
 
-    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every,
-                description=f"{dim}-D quadratic, condition {condition:g}, gradient noise {noise:g}")
+        def loss(params, shift):
+            z = (params["w"] - consts["target"] - shift) @ consts["rotation"]   # Q^T d: H's eigenbasis
+            return 0.5 * jnp.sum(eig * z * z) / dim
+
+        return init, loss, batch
+
+    return per_run_task(name, draw, make, steps=steps, eval_every=eval_every,
+                        description=f"{dim}-D quadratic, condition {condition:g}, gradient noise {noise:g}")
 
 
 class QuadraticFamily(TaskFamily):

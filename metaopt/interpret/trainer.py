@@ -1,10 +1,10 @@
 """Train a whole population of encoded programs on a task under one ``jit``.
 
-The batch axis is ``B = n_seeds * P * L`` (seed-major). Seed ``s`` draws its initialization, data and
-validation batch from ``jax.random.split(key, n_seeds)[s]`` exactly as :func:`metaopt.train` does, so every
-program and learning rate of a seed sees the same data — fair comparison, and the first layer's matmul
-becomes one wide matmul over the population — and ``P = L = n_seeds = 1`` reproduces ``metaopt.train``
-with the compiled program.
+The batch axis is ``B = n_seeds * P * L`` (seed-major). Seed ``s`` draws its task instance (per-run
+constants), initialization, data and validation batch from ``jax.random.split(key, n_seeds)[s]`` exactly
+as :func:`metaopt.train` does, so every program and learning rate of a seed sees the same data — fair
+comparison, and the first layer's matmul becomes one wide matmul over the population — and
+``P = L = n_seeds = 1`` reproduces ``metaopt.train`` with the compiled program.
 """
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ class PopulationTrainer:
         return self._run(Encoded(*(jnp.asarray(f) for f in encoded)),
                          jnp.asarray(learning_rates, jnp.float32).reshape(-1), key, n_seeds=n_seeds)
 
-    def loss_flat(self, flat: jax.Array, batch) -> jax.Array:
-        return self.task.loss(self.layout.unflatten(self.treedef, flat), batch)
+    def loss_flat(self, flat: jax.Array, batch, consts=()) -> jax.Array:
+        """The loss of flat parameters on the instance with per-run constants ``consts`` (Task.bind)."""
+        return self.task.bind(consts).loss(self.layout.unflatten(self.treedef, flat), batch)
 
     def _train(self, progs: Encoded, lrs: jax.Array, key: jax.Array, n_seeds: int) -> jax.Array:
         task, layout = self.task, self.layout
@@ -58,21 +59,22 @@ class PopulationTrainer:
         lr_b = jnp.broadcast_to(lrs[None, None, :], (S, P, L)).reshape(B)
 
         keys = jax.random.split(key, S)
+        consts = jax.vmap(task.run_constants)(keys)              # seed s's task instance, as metaopt.train's
         init_k, data_k, valid_k = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 1, 0)
-        w0 = jax.vmap(lambda k: layout.flatten(task.init(k)))(init_k)                        # [S, N]
+        w0 = jax.vmap(lambda k, c: layout.flatten(task.bind(c).init(k)))(init_k, consts)       # [S, N]
         params = jnp.broadcast_to(w0[:, None], (S, P * L, layout.n))
-        valid_batches = jax.vmap(lambda k: task.batch(k, "valid"))(valid_k)
+        valid_batches = jax.vmap(lambda k, c: task.bind(c).batch(k, "valid"))(valid_k, consts)
         regs = initial_registers(batch_progs, params.reshape(B, layout.n))
 
-        # Inner vmap: one seed's programs share its batch (in_axes None). Outer: seeds.
-        vg = jax.vmap(jax.vmap(jax.value_and_grad(self.loss_flat), (0, None)), (0, 0))
-        valid_loss = jax.vmap(jax.vmap(self.loss_flat, (0, None)), (0, 0))
+        # Inner vmap: one seed's programs share its batch and instance (in_axes None). Outer: seeds.
+        vg = jax.vmap(jax.vmap(jax.value_and_grad(self.loss_flat), (0, None, None)), (0, 0, 0))
+        valid_loss = jax.vmap(jax.vmap(self.loss_flat, (0, None, None)), (0, 0, 0))
 
         def step(carry, xs):
             params, regs = carry
             t, step_keys = xs                                                               # step_keys [S, 2]
-            batches = jax.vmap(lambda k: task.batch(k, "train"))(step_keys)
-            loss, grads = vg(params, batches)                                               # [S, PL], [S, PL, N]
+            batches = jax.vmap(lambda k, c: task.bind(c).batch(k, "train"))(step_keys, consts)
+            loss, grads = vg(params, batches, consts)                                       # [S, PL], [S, PL, N]
             w = params.reshape(B, -1)
             regs = set_inputs(regs, grads.reshape(B, -1), w, jnp.full((B,), t, jnp.float32),
                               loss.reshape(B), lr_b)
@@ -85,13 +87,13 @@ class PopulationTrainer:
             step_keys = jax.vmap(lambda k: jax.random.split(k, self.eval_every))(chunk_keys)  # [S, E, ...]
             ts = t0 + 1 + jnp.arange(self.eval_every, dtype=jnp.float32)
             carry, _ = jax.lax.scan(step, carry, (ts, jnp.moveaxis(step_keys, 1, 0)))
-            return carry, valid_loss(carry[0], valid_batches)
+            return carry, valid_loss(carry[0], valid_batches, consts)
 
         n_chunks = self.steps // self.eval_every
         chunk_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, n_chunks))(data_k), 1, 0)
         t0s = jnp.arange(n_chunks, dtype=jnp.float32) * self.eval_every
         _, curves = jax.lax.scan(chunk, (params, regs), (t0s, chunk_keys))                 # [C, S, PL]
-        curves = jnp.concatenate([valid_loss(params, valid_batches)[None], curves])           # [T, S, PL]
+        curves = jnp.concatenate([valid_loss(params, valid_batches, consts)[None], curves])   # [T, S, PL]
         return curves.reshape(-1, S, P, L).transpose(2, 3, 1, 0)
 
 

@@ -1,6 +1,7 @@
 """Inner-problem state and the K-step truncated unroll every gradient estimator shares.
 
-A particle's inner state is (params, optimizer state, data key, step t, truncation count). One
+A particle's inner state is (params, optimizer state, data key, step t, truncation count, the task's
+per-run constants: a reset draws a new instance of the task along with new parameters). One
 truncation runs K inner steps with the learned optimizer ``opt(θ)`` as a ``lax.scan`` and returns
 the truncation's meta-loss
 
@@ -29,13 +30,15 @@ class InnerState(NamedTuple):
     key: jax.Array       # data key, advanced every step
     t: jax.Array         # int32: inner steps since the last reset
     trunc: jax.Array     # int32: truncations since the last reset
+    consts: Any = ()     # the inner problem's per-run task constants (Task.run_constants), kept to its reset
 
 
 def fresh_state(lopt: LearnedOptimizer, task: Task, theta, key: jax.Array, trunc0=0) -> InnerState:
     init_key, data_key = jax.random.split(key)
-    params = task.init(init_key)
+    consts = task.run_constants(key)
+    params = task.bind(consts).init(init_key)
     return InnerState(params, lopt.opt(theta).init(params), data_key, jnp.zeros([], jnp.int32),
-                      jnp.asarray(trunc0, jnp.int32))
+                      jnp.asarray(trunc0, jnp.int32), consts)
 
 
 def transform_loss(loss: jax.Array, log_loss: bool) -> jax.Array:
@@ -48,6 +51,7 @@ def unroll(lopt: LearnedOptimizer, task: Task, theta, state: InnerState, length:
            meta_loss: str = "train", log_loss: bool = True):
     """Run one truncation; returns (new_state, meta-loss L, mean raw train loss)."""
     opt = optax.with_extra_args_support(lopt.opt(theta))   # rules that ignore `value=` work too
+    task = task.bind(state.consts)
     value_and_grad = jax.value_and_grad(task.loss)
 
     def step(carry, _):
@@ -61,7 +65,7 @@ def unroll(lopt: LearnedOptimizer, task: Task, theta, state: InnerState, length:
 
     (params, opt_state, key), (meta, raw) = jax.lax.scan(
         step, (state.params, state.opt_state, state.key), None, length=length)
-    new = InnerState(params, opt_state, key, state.t + length, state.trunc + 1)
+    new = InnerState(params, opt_state, key, state.t + length, state.trunc + 1, state.consts)
     return new, jnp.mean(meta), jnp.mean(jnp.where(jnp.isfinite(raw), raw, BIG_LOSS))
 
 
