@@ -7,6 +7,7 @@ from tasks.suites import SUITES, TRAIN_FAMILIES
 
 # Importing the modules registers their tasks.
 from tasks import quadratic, regression, rosenbrock, digits, tabular, lm  # noqa: F401,E402
+from tasks import transformer, vision, recurrent, synthetic, tables  # noqa: F401,E402
 
 
 def suite(name: str) -> list[Task]:

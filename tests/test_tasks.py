@@ -14,6 +14,9 @@ SMOKE = tasks.SUITES["smoke"]
 # A rate at which AdamW makes clear progress within a few steps on every task (tasks whose init
 # is already near a minimum along most directions need a larger one to show the drop quickly).
 LR = {"char_lm_stdlib": 3e-3, "smoke_char_lm": 3e-3}
+# Held-out tasks built around a plateau or saddle at init (tasks/synthetic.py): 15 steps cannot lower
+# their loss by design; docs/tasks.md records Adam escaping it within the task's horizon.
+PLATEAU_AT_INIT = {"matrix_completion", "matrix_completion_quick", "sparse_parity"}
 
 
 def quick(f, *args):
@@ -55,7 +58,7 @@ def test_suites_sizes_disjoint_and_registered():
     assert not train & heldout
     assert not smoke & (train | heldout)
     assert (train | heldout | smoke) <= set(ALL)
-    assert {"char_lm_stdlib", "digits_cnn"} <= heldout
+    assert {"lm_transformer_stdlib", "digits_convnet"} <= heldout   # all pairs: test_tasks_heldout.py
     assert {"smoke_quadratic", "smoke_digits_mlp", "smoke_digits_cnn", "smoke_char_lm"} <= smoke
     for name in tasks.TRAIN_FAMILIES:
         tasks.get_family(name)
@@ -108,7 +111,8 @@ def test_finite_at_init_and_adamw_lowers_loss(name):
     assert dtypes_ok
     before, after = _scalar_f32(before), _scalar_f32(after)
     assert np.isfinite(before) and bool(finite)
-    assert after < before * 0.98, (before, after)
+    if name not in PLATEAU_AT_INIT:
+        assert after < before * 0.98, (before, after)
 
 
 # ---- purity: vmap == loop, same key == same result ------------------------------------------------
