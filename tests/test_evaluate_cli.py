@@ -27,8 +27,12 @@ def test_baselines_config_loads():
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    cfg = build_config(p.parse_args(["--config", "configs/eval/baselines.yaml", "--tasks", "smoke_quadratic,smoke_linreg", "--steps", "50"]))
-    assert len(cfg.optimizers) >= 10 and "adamw" in cfg.optimizers and cfg.suite == "heldout"
+    full = build_config(p.parse_args(["--config", "configs/eval/baselines.yaml"]))
+    assert {"adamw", "adam", "lion", "muon", "momentum"} <= set(full.optimizers) and full.suite == "heldout"
+    cfg = build_config(p.parse_args(["--config", "configs/eval/heldout-quick.yaml", "--tasks",
+                                     "smoke_quadratic,smoke_linreg", "--steps", "50"]))
+    assert len(cfg.optimizers) >= 12 and {"adamw", "muon", "dog"} <= set(cfg.optimizers)
+    assert cfg.suite == "heldout-quick"
     assert cfg.tasks == ["smoke_quadratic", "smoke_linreg"] and cfg.steps == 50 and cfg.grid_points >= 9 and cfg.tune_seeds >= 2
 
 
