@@ -28,6 +28,7 @@ from optax._src import numerics
 
 import metaopt
 from metaopt import library
+from trajectory import rel_err, scan_trajectory
 
 STEPS = 50
 TOL = 1e-5
@@ -70,20 +71,7 @@ PARAMS, GRADS, LOSSES = _problem()
 
 
 def _trajectory(tx, with_value: bool):
-    def step(carry, xs):
-        p, s = carry
-        g, loss = xs
-        u, s = tx.update(g, s, p, **({"value": loss} if with_value else {}))
-        p = optax.apply_updates(p, u)
-        return (p, s), p
-    (_, state), traj = jax.lax.scan(step, (PARAMS, tx.init(PARAMS)), (GRADS, LOSSES))
-    return traj, state
-
-
-def rel_err(a, b, floor: float = 0.1) -> float:
-    """max over leaves, steps and elements of |a - b| / max(|b|, floor); NaN anywhere counts as inf."""
-    errs = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y) / jnp.maximum(jnp.abs(y), floor))), a, b)
-    return max(float("inf") if e != e else e for e in jax.tree.leaves(errs))
+    return scan_trajectory(tx, PARAMS, GRADS, LOSSES, with_value)
 
 
 # (id, library name, learning rate, DSL hyperparameters, optax reference, passes value=loss, real states)

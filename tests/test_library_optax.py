@@ -18,6 +18,7 @@ import pytest
 
 import metaopt
 from metaopt import library
+from trajectory import rel_err, scan_trajectory
 
 STEPS = 100
 TOL = 1e-5      # float32; see rel_err for the metric
@@ -48,25 +49,7 @@ PARAMS, GRADS, LOSSES = _problem()
 
 
 def _trajectory(tx, with_value: bool):
-    def step(carry, xs):
-        p, s = carry
-        g, loss = xs
-        extra = {"value": loss} if with_value else {}
-        u, s = tx.update(g, s, p, **extra)
-        p = optax.apply_updates(p, u)
-        return (p, s), p
-    _, traj = jax.lax.scan(step, (PARAMS, tx.init(PARAMS)), (GRADS, LOSSES))
-    return traj
-
-
-def rel_err(a, b, floor: float = 0.1) -> float:
-    """max over leaves, steps and elements of |a - b| / max(|b|, floor).
-
-    Relative where |b| >= floor, absolute (scaled by 1/floor) below it: the parameters start O(1) and the
-    learning rates below move them O(0.1..1) in 100 steps, so the floor only matters for elements crossing
-    zero (and for the zero-initialised leaf), where a pure relative error would divide by ~0."""
-    errs = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y) / jnp.maximum(jnp.abs(y), floor))), a, b)
-    return max(jax.tree.leaves(errs))
+    return scan_trajectory(tx, PARAMS, GRADS, LOSSES, with_value)[0]
 
 
 def compare(program, lr, hparams: dict, reference, with_value: bool = False) -> float:
