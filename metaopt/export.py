@@ -286,18 +286,23 @@ def _as(value, shape, dtype):
 '''
 
 
-def to_source(program: Program) -> str:
-    """A standalone Python module (jax + optax + stdlib) defining ``<name>(learning_rate, **hp)``."""
+def program_chain(program: Program) -> list[Program]:
+    """The program and its fallback chain (library programs), each once, the program first."""
     from metaopt import library
     progs, todo = [], [program]
-    while todo:   # the program and its fallback chain, each exported once
+    while todo:
         q = todo.pop()
         if any(x.name == q.name for x in progs):
             continue
         progs.append(q)
         if q.fallback is not None:
             todo.append(library.get(q.fallback.name))
-    gens = [_Gen(q) for q in progs]
+    return progs
+
+
+def to_source(program: Program) -> str:
+    """A standalone Python module (jax + optax + stdlib) defining ``<name>(learning_rate, **hp)``."""
+    gens = [_Gen(q) for q in program_chain(program)]
     chunks = []
     for gen in reversed(gens):
         chunks += ["", ""] + gen.state_class() + ["", ""] + gen.handles() + gen.init() + ["", ""] + gen.step()

@@ -1,0 +1,448 @@
+"""Export a DSL Program as a standalone PyTorch optimizer: ``to_torch_source(program) -> str``.
+
+The module imports only ``torch`` and ``math`` and defines ``class <Name>(torch.optim.Optimizer)`` whose
+``__init__(params, lr=1e-3, <hyperparameters with the program's defaults>, *, maximize=False)`` takes parameter
+groups with per-group hyperparameters, and whose ``step(closure=None)`` computes the same numbers as
+``metaopt.to_optax``: ``w <- w - lr * u`` with ``u`` the program's output. It follows the structure of
+``metaopt.export.to_source``: statements run in per-leaf loops (here: per parameter group, then per parameter);
+a global reduction ends a loop, is combined over every parameter the program handles (all groups), and the
+next statements continue in a new loop; leaf-independent statements run once between loops. Each op is written
+with its registry torch form (``Op.torch``); helpers come verbatim from ``metaopt/torch_runtime.py``.
+
+Conventions (documented in docs/torch.md): ``t`` counts ``step()`` calls of the optimizer (one count for all
+parameters, as metaopt's ``t``), float32 like ``t``, ``loss`` (float32) and global states in metaopt;
+optimizer-wide values (global states, ``step``) live in ``state["global"]``, so ``state_dict`` round-trips
+them. Speed: constants are hoisted out of the parameter loop as Python floats, and fresh temporaries and state
+buffers are updated in place (``lerp_``, ``addcmul_``, ``add_(alpha=)``, ``addcdiv_`` for the final update).
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+
+from metaopt import torch_runtime
+from metaopt.dsl import ops
+from metaopt.dsl.program import INPUT_KINDS, Call, Const, Expr, Program, Var, walk
+from metaopt.dsl.validate import expr_kind
+from metaopt.export import _num, _post_order, _predicate, _py_name, program_chain
+from metaopt.export_torch_inplace import DIMS as _DIMS, UNARY as _UNARY, InPlaceForms, paren as _paren
+
+__all__ = ["to_torch_source", "class_name"]
+
+_LOCALS = {"p", "st", "hp", "hp0", "i", "n", "members", "groups", "glob", "torch", "math", "self", "group",
+           "closure", "defaults", "buckets", "prog", "php", "u"}
+_HELPER = re.compile(r"\b(_[a-z]\w*)\(")
+
+
+def _name(n: str) -> str:
+    n = _py_name(n)
+    return n + "_" if n in _LOCALS else n
+
+
+def class_name(program: Program) -> str:
+    """``dadapt_adamw`` -> ``DadaptAdamw``."""
+    return "".join(part[:1].upper() + part[1:] for part in program.name.split("_") if part) or "Optimizer"
+
+
+class _Block:
+    """One loop over (group, parameter) — or, with ``top``, code run once — and the header it needs."""
+
+    def __init__(self, top: bool = False):
+        self.top = top
+        self.deps: set[tuple[str, str]] = set()   # ("hp", name) / ("const", python name) the code reads
+        self.hoists: dict[Expr, str] = {}
+        self.hoist_code: list[tuple[str, str, set]] = []
+        self.loads: list[str] = []
+        self.local: dict[str, str] = {}          # DSL per-leaf name -> local python name in this loop body
+        self.body: list[str] = []
+
+
+class _Step(InPlaceForms):
+    """Generates ``_<name>_route``, ``_<name>_init``, ``_<name>_init_global`` and ``_<name>_step``."""
+
+    def __init__(self, program: Program):
+        self.p = program
+        self.fn = _name(program.name)
+        self.hp = [n for n, _ in program.hyperparams]
+        self.states = {s.name: s for s in program.states}
+        self.kinds = {**INPUT_KINDS, **{n: "const" for n in self.hp}, **{s.name: s.kind for s in program.states}}
+        self.helpers: set[str] = set()
+        self.ssa: dict[str, str] = {}            # DSL temp / global state -> current python name
+        self.origin: dict[str, str] = {}         # python name -> "const" | "global" | "leaf"
+        self.const_defs: list[tuple[str, str, set]] = []   # (python name, code, deps) in program order
+        self.tdep: set[str] = set()              # const python names computed from t (float32 tensors)
+        self.aliases: dict[str, set[str]] = {}   # state -> temps that may hold its buffer itself
+        self.keeps: list[str] = []
+        self.count = 0
+        self.gl: dict[Call, str] = {}
+        self.multi = False
+
+    # ------------------------------------------------------------------ naming
+    def fresh(self, dsl: str) -> str:
+        self.count += 1
+        return f"{_name(dsl)}__{self.count}"
+
+    def kind(self, e: Expr) -> str:
+        return expr_kind(self.p, e, self.kinds)
+
+    def is_number(self, e: Expr) -> bool:
+        """A constant that is a Python float at run time (does not read ``t``)."""
+        for v in walk(e):
+            if isinstance(v, Var) and (v.name == "t" or self.ssa.get(v.name) in self.tdep):
+                return False
+        return self.kind(e) == "const"
+
+    def note(self, template: str) -> None:
+        self.helpers |= set(_HELPER.findall(template))
+
+    # ------------------------------------------------------------------ constants (Python floats / t-tensors)
+    def const_var(self, name: str, deps: set) -> str:
+        if name in ("t", "loss"):
+            return name
+        if name == "lr" or name in self.hp:
+            deps.add(("hp", name))
+            return _name(name)
+        py = self.ssa[name]
+        deps.add(("const", py))
+        return py
+
+    def rc(self, e: Expr, deps: set) -> tuple[str, int]:
+        if isinstance(e, Const):
+            return _num(e.value), (3 if e.value < 0 else 5)
+        if isinstance(e, Var):
+            return self.const_var(e.name, deps), 5
+        op = ops.get(e.op)
+        args = [self.rc(a, deps) for a in e.args]
+        if op.prefix:
+            return "-" + _paren(*args[0], 3), 3
+        if op.infix:
+            return self.infix_text(op, args), op.prec
+        self.note(op.torch)
+        names = [f"a{k}" for k in range(len(args))]
+        body = op.torch.format(*(f"({n})" if op.py_wrap else n for n in names))
+        return f"_const(lambda {', '.join(names)}: {body}, {', '.join(a for a, _ in args)})", 5
+
+    def infix_text(self, op, args) -> str:
+        (ls, lp), (rs, rp) = args
+        lmin, rmin = (op.prec, op.prec + 1) if op.assoc == "left" else (op.prec + 1, 3)
+        return f"{_paren(ls, lp, lmin)} {'**' if op.symbol == '^' else op.symbol} {_paren(rs, rp, rmin)}"
+
+    def hoist(self, e: Expr, blk: _Block) -> str:
+        if e not in blk.hoists:
+            deps: set = set()
+            code, _ = self.rc(e, deps)
+            name = f"c{len(blk.hoists)}"
+            blk.hoists[e] = name
+            blk.hoist_code.append((name, code, deps))
+        return blk.hoists[e]
+
+    def header(self, blk: _Block, indent: str) -> list[str]:
+        deps = set(blk.deps)
+        for _, _, d in blk.hoist_code:
+            deps |= d
+        need = {py for kind, py in deps if kind == "const"}
+        for py, _, d in reversed(self.const_defs):   # close over const-on-const dependencies
+            if py in need:
+                need |= {x for k, x in d if k == "const"}
+                deps |= d
+        src = "hp0" if blk.top else "hp"
+        out = [f"{indent}{_name(n)} = {src}[{_name(n)!r}]" for n in ["lr"] + self.hp if ("hp", n) in deps]
+        out += [f"{indent}{py} = {code}" for py, code, _ in self.const_defs if py in need]
+        out += [f"{indent}{name} = {code}" for name, code, _ in blk.hoist_code]
+        return out
+
+    # ------------------------------------------------------------------ tensors
+    def leaf_var(self, name: str, blk: _Block) -> str:
+        if name in ("t", "loss"):
+            return name
+        if name == "lr" or name in self.hp:
+            blk.deps.add(("hp", name))
+            return _name(name)
+        if name in blk.local:
+            return blk.local[name]
+        if name == "g":
+            return "g"
+        if name == "w":
+            blk.loads.append("w = p")
+        elif name in self.states and self.states[name].kind != "global":
+            blk.loads.append(f"{_name(name)} = st[{name!r}]")
+        else:
+            py = self.ssa[name]
+            if self.origin[py] == "const":
+                blk.deps.add(("const", py))
+                return py
+            if self.origin[py] == "global":
+                return py
+            blk.loads.append(f"{py} = _{py}[i]")
+            blk.local[name] = py
+            return py
+        blk.local[name] = "w" if name == "w" else _name(name)
+        return blk.local[name]
+
+    def rt(self, e: Expr, blk: _Block) -> tuple[str, int, bool]:
+        """(text, precedence, fresh): ``fresh`` = a new tensor this expression owns (safe to update in place)."""
+        if isinstance(e, Const):
+            return _num(e.value), (3 if e.value < 0 else 5), False
+        if isinstance(e, Var):
+            if self.kinds.get(e.name) == "global" and e.name in self.states:
+                return self.ssa[e.name], 5, False
+            return self.leaf_var(e.name, blk), 5, False
+        k = self.kind(e)
+        if k == "const":
+            return self.hoist(e, blk), 5, False
+        if e in self.gl:
+            return self.gl[e], 5, False
+        op = ops.get(e.op)
+        dims = k in _DIMS
+        if op.name in ("add", "sub"):
+            fused = self.axpy(e, k, blk)
+            if fused:
+                return fused, 5, True
+        args = [self.rt(a, blk) for a in e.args]
+        kinds = [self.kind(a) for a in e.args]
+        method = re.match(r"torch\.(\w+)\(", op.torch)
+        if op.infix or op.prefix:
+            (at, ap, af) = args[0]
+            if af and dims and kinds[0] == k:
+                rest = ", ".join(a for a, _, _ in args[1:])
+                return f"{_paren(at, ap, 5)}.{method[1]}_({rest})", 5, True
+            if op.name in ("add", "mul") and args[1][2] and dims and kinds[1] == k:
+                return f"{_paren(args[1][0], args[1][1], 5)}.{method[1]}_({at})", 5, True
+            if op.prefix:
+                return "-" + _paren(at, ap, 3), 3, True
+            return self.infix_text(op, [(a, p) for a, p, _ in args]), op.prec, True
+        m = _UNARY.fullmatch(op.torch)
+        if m and args[0][2] and dims and kinds[0] == k:
+            return f"{_paren(args[0][0], args[0][1], 5)}.{m[1]}_()", 5, True
+        self.note(op.torch)
+        wrap = op.py_wrap or (0,) * len(args)
+        texts = [_paren(a, p, need) for (a, p, _), need in zip(args, wrap)]
+        return op.torch.format(*texts), op.py_prec, True
+
+    # ------------------------------------------------------------------ statements
+    def may_alias(self, e: Expr) -> set[str]:
+        """States whose buffer the value of ``e`` may be (only a bare name passes a buffer on)."""
+        if not isinstance(e, Var):
+            return set()
+        if e.name in self.states:
+            return {e.name}
+        return {s for s, temps in self.aliases.items() if e.name in temps}
+
+    def state_stmt(self, blk: _Block, target: str, e: Expr) -> None:
+        s = self.states[target]
+        ks, ke = s.kind, self.kind(e)
+        buf = self.leaf_var(target, blk)
+        safe = not self.aliases.get(target)
+        self.helpers |= {"_store", "_new_state"}
+        if safe and ks in _DIMS and isinstance(e, Call) and e.op == "interp" and e.args[0] == Var(target) \
+                and self.is_number(e.args[2]) and ops.join(ks, self.kind(e.args[1])) == ks \
+                and self.kind(e.args[1]) in _DIMS:
+            b = self.rt(e.args[2], blk)
+            b = _paren(b[0], b[1], 2)
+            x = e.args[1]
+            if isinstance(x, Call) and x.op == "square" and self.kind(x.args[0]) in _DIMS \
+                    and ops.join(ks, self.kind(x.args[0])) == ks:
+                y = self.rt(x.args[0], blk)[0]
+                if not y.isidentifier():   # computed once, used twice
+                    blk.body.append(f"_sq = {y}")
+                    y = "_sq"
+                blk.body.append(f"{buf}.mul_({b}).addcmul_({y}, {y}, value=1 - {b})")
+            else:
+                blk.body.append(f"{buf}.lerp_({self.rt(x, blk)[0]}, 1 - {b})")
+            return
+        out = self.out_form(e, buf, blk) if safe and ks in _DIMS and ke == ks else None
+        if out is not None:   # computed straight into the state's buffer (no new tensor per step)
+            blk.body.append(out)
+            return
+        text, _, fresh = self.rt(e, blk)
+        if fresh and ks in _DIMS and ke == ks:
+            new = self.fresh(target)
+            blk.body.append(f"{new} = st[{target!r}] = {text}")
+        elif safe:
+            blk.body.append(f"_store({buf}, {text})")
+            return
+        else:
+            new = self.fresh(target)
+            blk.body.append(f"{new} = st[{target!r}] = _new_state({text}, p, {ks!r})")
+        blk.local[target] = new
+        self.aliases[target] = set()
+
+    def loop(self, blk: _Block) -> list[str]:
+        return (["    for hp, members in groups:"] + self.header(blk, " " * 8)
+                + ["        for i, p, g, st in members:"] + [" " * 12 + x for x in blk.loads + blk.body])
+
+    def reduction(self, c: Call, var: str) -> list[str]:
+        op = ops.get(c.op)
+        blk = _Block()
+        args = []
+        for a in c.args:
+            text, prec, _ = self.rt(a, blk)
+            args.append(f"torch.as_tensor({text})" if self.kind(a) == "const" else _paren(text, prec, 5))
+        partial, finish = op.torch
+        self.note(partial + finish)
+        blk.body.append(f"_p.append({partial.format(*args, leaf='g')})")
+        combine = "_combine_max" if op.combine == "max" else "_combine_sum"
+        self.helpers.add(combine)
+        return ["    _p = []"] + self.loop(blk) + [f"    {var} = {finish.format(combine + '(_p)')}"]
+
+    def step(self) -> list[str]:
+        p = self.p
+        stmts = [(a.target, a.expr) for a in p.body] + [(None, p.output)]
+        glob_states = [s.name for s in p.states if s.kind == "global"]
+        for n in glob_states:
+            self.ssa[n] = _name(n)
+            self.origin[_name(n)] = "global"
+        out: list[str] = []
+        shared = False
+        loop: _Block | None = None
+        per_leaf_blocks = 0
+
+        def flush():
+            nonlocal loop, per_leaf_blocks
+            if loop is not None:
+                out.extend(self.loop(loop))
+                per_leaf_blocks += 1
+                loop = None
+
+        for target, e in stmts:
+            for c in _post_order(e):
+                if isinstance(c, Call) and ops.get(c.op).kind == "global" and c not in self.gl:
+                    flush()
+                    self.gl[c] = f"g{len(self.gl)}_"
+                    out.extend(self.reduction(c, self.gl[c]))
+                    per_leaf_blocks += 1
+            k = self.kind(e)
+            if target is None:
+                loop = loop or _Block()
+                self.output(loop, e)
+                continue
+            is_state = target in self.states
+            if k == "const" and not is_state:
+                deps: set = set()
+                code, _ = self.rc(e, deps)
+                py = self.fresh(target)
+                if not self.is_number(e):
+                    self.tdep.add(py)
+                self.const_defs.append((py, code, deps))
+                self.ssa[target], self.origin[py] = py, "const"
+                self.kinds[target] = k
+                for temps in self.aliases.values():
+                    temps.discard(target)
+            elif ops.join(k, "global") == "global" and (not is_state or self.states[target].kind == "global"):
+                flush()
+                shared = True
+                blk = _Block(top=True)
+                text = self.rt(e, blk)[0]
+                py = self.fresh(target)
+                out.extend(self.header(blk, "    ") + [f"    {py} = {text}"])
+                if is_state:
+                    out.append(f"    glob[{target!r}] = _global({py})")
+                else:
+                    self.kinds[target] = k
+                self.ssa[target], self.origin[py] = py, "global"
+            else:
+                loop = loop or _Block()
+                if is_state:
+                    self.state_stmt(loop, target, e)
+                else:
+                    py = self.fresh(target)
+                    loop.body.append(f"{py} = {self.rt(e, loop)[0]}")
+                    loop.local[target] = py
+                    self.ssa[target], self.origin[py] = py, "leaf"
+                    self.kinds[target] = k
+                    self.keeps.append(py)
+                    loop.body.append(f"_{py}[i] = {py}")
+                    for temps in self.aliases.values():
+                        temps.discard(target)
+                    for s in self.may_alias(e):
+                        self.aliases.setdefault(s, set()).add(target)
+        flush()
+        keeps = set(self.keeps)
+        if per_leaf_blocks <= 1:   # a single loop: per-leaf temporaries never outlive it
+            out = [x for x in out if not any(x.strip() == f"_{py}[i] = {py}" for py in keeps)]
+            keeps = set()
+        head = [f"def _{self.fn}_step(groups, glob, t, loss):",
+                f'    """One step of {p.name} for the parameters it handles: groups = [(hp, [(i, p, g, state)])]."""',
+                ]
+        if keeps:
+            head.append("    n = sum(len(members) for _, members in groups)")
+        if shared:
+            head.append("    hp0 = groups[0][0]")
+            self.helpers.add("_check_uniform")
+            head.append(f"    _check_uniform(groups, {['lr'] + [_name(h) for h in self.hp]!r}, {p.name!r})")
+        head += [f"    {_name(n)} = glob[{n!r}]" for n in glob_states]
+        head += [f"    _{py} = [None] * n" for py in self.keeps if py in keeps]
+        return head + out
+
+    def init(self) -> list[str]:
+        blk, gblk = _Block(), _Block(top=False)
+        fields, gfields = [], []
+        for s in self.p.states:
+            target = gblk if s.kind == "global" else blk
+            text = self.rt(s.init, target)[0]
+            if s.kind == "global":
+                gfields.append(f"{s.name!r}: _global({text})")
+            else:
+                fields.append(f"{s.name!r}: _new_state({text}, p, {s.kind!r})")
+        self.helpers |= {"_new_state", "_global"}
+        return ([f"def _{self.fn}_init(p, hp):"] + ["    " + x for x in blk.loads] + self.header(blk, "    ")
+                + [f"    return {{{', '.join(fields)}}}", "", "",
+                   f"def _{self.fn}_init_global(hp):"] + self.header(gblk, "    ")
+                + [f"    return {{{', '.join(gfields)}}}"])
+
+    def route(self) -> list[str]:
+        from metaopt import library
+        L = [f"def _{self.fn}_route(shape, hp):",
+             f'    """(program handling a parameter of this shape, its hyperparameters)."""']
+        f = self.p.fallback
+        if f is not None:
+            deps: set = set()
+            names = {n: self.const_var(n, deps) for n in self.hp}
+            pred = _predicate(f.when, names)
+            target = library.get(f.name)
+            given = dict(f.args)
+            args = [f"{_name(n)!r}: {self.rc(given[n], deps)[0] if n in given else _num(v)}"
+                    for n, v in target.hyperparams]
+            L += [f"    {_name(n)} = hp[{_name(n)!r}]" for n in self.hp if ("hp", n) in deps]
+            L += [f"    if {pred}:",
+                  f"        return _{_name(f.name)}_route(shape, {{'lr': hp['lr'], {', '.join(args)}}})"]
+        return L + [f"    return {self.p.name!r}, hp"]
+
+
+def _needs_matrix(p: Program) -> bool:
+    return any(ops.get(o).kind in ("factored", "matrix") for o in p.ops_used()) or any(
+        s.kind in ("row", "col") for s in p.states)
+
+
+def to_torch_source(program: Program) -> str:
+    """A standalone module (torch + math) defining ``class <Name>(torch.optim.Optimizer)`` for ``program``."""
+    from metaopt.export_torch_class import class_source
+    chain = program_chain(program)
+    for q in chain:
+        for name in sorted(q.ops_used()):
+            if not ops.get(name).torch:
+                raise NotImplementedError(f"{q.name}: op {name!r} has no PyTorch form (Op.torch in "
+                                          f"metaopt/dsl/ops.py), so this program cannot be exported to torch")
+    gens = [_Step(q) for q in chain]
+    chunks = []
+    for gen in reversed(gens):
+        chunks += ["", ""] + gen.route() + ["", ""] + gen.init() + ["", ""] + gen.step()
+    helpers = {"_const", "_grad"} | set().union(*(g.helpers for g in gens))
+    deps = {"_clip": {"_maximum", "_minimum"}, "_gt": {"_mask"}, "_lt": {"_mask"}, "_ge": {"_mask"},
+            "_le": {"_mask"}, "_row_mean": {"_need_matrix"}, "_col_mean": {"_need_matrix"}}
+    for h in list(helpers):
+        helpers |= deps.get(h, set())
+    if any(h in helpers for h in ("_orthogonalize", "_whiten", "_svd_basis", "_project", "_unproject",
+                                  "_row_normalize", "_col_normalize")):
+        helpers.add("_as_matrix")
+    order = [n for n, _ in inspect.getmembers(torch_runtime, inspect.isfunction)]
+    src_order = sorted(order, key=lambda n: inspect.getsourcelines(getattr(torch_runtime, n))[1])
+    helper_src = [inspect.getsource(getattr(torch_runtime, h)) for h in src_order if h in helpers]
+    doc = textwrap.indent(str(program).rstrip(), "    ")
+    header = (f'"""{program.name}: a torch.optim.Optimizer exported by metaopt from this DSL program '
+              f'(needs only torch).\n\n{doc}\n"""\nimport math\n\nimport torch\n\n\n')
+    reads_loss = any("loss" in q.reads() for q in chain)
+    cls = class_source(program, class_name(program), [q.name for q in chain],
+                       [q.name for q in chain if _needs_matrix(q)], reads_loss)
+    return header + "\n\n".join(helper_src) + "\n".join(chunks) + "\n\n\n" + cls

@@ -1,0 +1,229 @@
+"""The PyTorch counterparts of the DSL's op implementations, and the runtime of exported optimizers.
+
+``to_torch_source`` copies the functions an exported module needs from here verbatim (``inspect.getsource``),
+so this module imports only ``torch`` and ``math``. Each ``_name`` is the torch form that the op registry
+(``Op.torch`` in ``metaopt/dsl/ops.py``) names; each mirrors the JAX function of the same op
+(``metaopt/dsl/pyhelpers.py``), including its dtype rules.
+
+Values inside an exported step are of three sorts, matching JAX's promotion: hyperparameters, literals and the
+constants computed from them are Python floats (weak, as Python scalars are in JAX); ``t`` is a float32 0-d
+tensor (metaopt's ``t`` is float32), as is anything computed from it; per-leaf and global values are tensors.
+"""
+import math
+
+import torch
+
+
+def _const(fn, *args):
+    # A constant expression: all Python floats -> compute in float64 and stay a Python float (weak); otherwise
+    # (it reads t) compute with the tensors as they are.
+    if any(isinstance(a, torch.Tensor) for a in args):
+        return fn(*args)
+    return float(fn(*(torch.tensor(float(a), dtype=torch.float64) for a in args)))
+
+
+def _maximum(a, b):
+    # jnp.maximum for any mix of tensors and Python floats (NaN propagates, as in jnp).
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.maximum(a, b)
+    if isinstance(a, torch.Tensor):
+        return torch.clamp(a, min=b)
+    if isinstance(b, torch.Tensor):
+        return torch.clamp(b, min=a)
+    return torch.maximum(torch.tensor(a), torch.tensor(b))
+
+
+def _minimum(a, b):
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.minimum(a, b)
+    if isinstance(a, torch.Tensor):
+        return torch.clamp(a, max=b)
+    if isinstance(b, torch.Tensor):
+        return torch.clamp(b, max=a)
+    return torch.minimum(torch.tensor(a), torch.tensor(b))
+
+
+def _clip(x, lo, hi):
+    # jnp.clip(x, lo, hi) = minimum(maximum(x, lo), hi), also when lo > hi.
+    return _minimum(_maximum(x, lo), hi)
+
+
+def _where(c, a, b):
+    # a where c != 0 else b, broadcast to the joint shape (a fresh tensor, never an argument itself).
+    # Two Python floats (weak in JAX) become float64 0-d tensors, which do not promote the tensors they meet.
+    c = torch.as_tensor(c)
+    if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+        a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    return torch.where(c != 0, a, b)
+
+
+def _mask(cond, a, b):
+    # 1.0 / 0.0 in the arguments' floating dtype, so masks multiply without dtype promotion.
+    dtype = torch.result_type(a, b)
+    return cond.to(dtype if dtype.is_floating_point else torch.get_default_dtype())
+
+
+def _gt(a, b):
+    return _mask(a > b if isinstance(a, torch.Tensor) else b < a, a, b)
+
+
+def _lt(a, b):
+    return _mask(a < b if isinstance(a, torch.Tensor) else b > a, a, b)
+
+
+def _ge(a, b):
+    return _mask(a >= b if isinstance(a, torch.Tensor) else b <= a, a, b)
+
+
+def _le(a, b):
+    return _mask(a <= b if isinstance(a, torch.Tensor) else b >= a, a, b)
+
+
+def _numel(x):
+    # float32, as metaopt's numel
+    return torch.tensor(float(x.numel() if isinstance(x, torch.Tensor) else 1), dtype=torch.float32)
+
+
+def _need_matrix(name, x):
+    if x.dim() < 2:
+        raise ValueError(f"{name} needs a leaf with ndim >= 2, got shape {tuple(x.shape)} "
+                         f"(add `fallback ... when ndim < 2`)")
+    return x
+
+
+def _row_mean(x):
+    return torch.mean(_need_matrix("row_mean", x), dim=-1, keepdim=True)
+
+
+def _col_mean(x):
+    return torch.mean(_need_matrix("col_mean", x), dim=-2, keepdim=True)
+
+
+def _as_matrix(name, x, exactly_2d=True):
+    # Matrix ops compute in float32 (float64 stays float64) and cast back to x's dtype, as metaopt's JAX ops.
+    if (x.dim() != 2) if exactly_2d else (x.dim() < 2):
+        need = "a 2-D leaf" if exactly_2d else "a leaf with ndim >= 2"
+        raise ValueError(f"{name} needs {need}, got shape {tuple(x.shape)} (add a fallback for other leaves)")
+    return x.to(torch.promote_types(x.dtype, torch.float32)), x.dtype
+
+
+def _row_normalize(x):
+    x, dtype = _as_matrix("row_normalize", x, exactly_2d=False)
+    return (x / (torch.sqrt(torch.mean(torch.square(x), dim=-1, keepdim=True)) + 1e-8)).to(dtype)
+
+
+def _col_normalize(x):
+    x, dtype = _as_matrix("col_normalize", x, exactly_2d=False)
+    return (x / (torch.sqrt(torch.mean(torch.square(x), dim=-2, keepdim=True)) + 1e-8)).to(dtype)
+
+
+def _orthogonalize(x):
+    # Newton-Schulz as optax.contrib.muon: tall matrices transposed, Frobenius preconditioning (eps 1e-8),
+    # 5 quintic steps X <- aX + (bA + cA^2)X with A = X X^T.
+    x, dtype = _as_matrix("orthogonalize", x)
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:
+        x = x.T
+    x = x / (torch.sqrt(torch.sum(torch.square(x))) + 1e-8)
+    a, b, c = 3.4445, -4.7750, 2.0315
+    for _ in range(5):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if transposed else x).to(dtype)
+
+
+def _whiten(x):
+    # SWAN's GradWhitening U V^T of the thin SVD, dropping singular values below sqrt(eps) * s_max.
+    x, dtype = _as_matrix("whiten", x)
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    keep = (s > math.sqrt(torch.finfo(dtype).eps) * torch.max(s)).to(x.dtype)
+    return ((u * keep) @ vh).to(dtype)
+
+
+def _svd_basis(x):
+    # Conda's basis: Vh (c x c) when rows >= cols, else U (r x r), zero-padded into x's shape.
+    x, dtype = _as_matrix("svd_basis", x)
+    r, c = x.shape
+    u, _, vh = torch.linalg.svd(x, full_matrices=False)
+    out = torch.zeros(x.shape, dtype=dtype, device=x.device)
+    if r >= c:
+        out[:c, :] = vh.to(dtype)
+    else:
+        out[:, :r] = u.to(dtype)
+    return out
+
+
+def _project(p, x):
+    x, dtype = _as_matrix("project", x)
+    p = p.to(x.dtype)
+    r, c = x.shape
+    return (x @ p[:c, :].T if r >= c else p[:, :r].T @ x).to(dtype)
+
+
+def _unproject(p, y):
+    y, dtype = _as_matrix("unproject", y)
+    p = p.to(y.dtype)
+    r, c = y.shape
+    return (y @ p[:c, :] if r >= c else p[:, :r] @ y).to(dtype)
+
+
+def _combine_sum(parts):
+    return sum(parts[1:], parts[0])
+
+
+def _combine_max(parts):
+    out = parts[0]
+    for x in parts[1:]:
+        out = torch.maximum(out, x)
+    return out
+
+
+def _new_state(value, p, kind):
+    # A state buffer of this kind for parameter p (tensor: p's shape; row: [..., r, 1]; col: [..., 1, c];
+    # scalar: 0-d), in p's dtype, holding value broadcast.
+    if kind == "tensor":
+        shape = p.shape
+    elif kind == "row":
+        shape = p.shape[:-1] + (1,)
+    elif kind == "col":
+        shape = p.shape[:-2] + (1, p.shape[-1])
+    else:
+        shape = ()
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device=p.device, dtype=p.dtype).expand(shape).clone()
+    return torch.full(shape, float(value), dtype=p.dtype, device=p.device)
+
+
+def _store(buf, value):
+    # The new value of a state, written into its buffer (broadcast, cast to the buffer's dtype).
+    if isinstance(value, torch.Tensor):
+        buf.copy_(value)
+    else:
+        buf.fill_(value)
+    return buf
+
+
+def _global(value):
+    # Global states are float32 0-d tensors, as in metaopt.
+    return torch.as_tensor(value).detach().to(torch.float32)
+
+
+def _grad(p, maximize):
+    g = p.grad
+    if g.is_sparse:
+        raise RuntimeError("this optimizer does not support sparse gradients")
+    if torch.is_complex(p):
+        raise TypeError(f"complex parameter of shape {tuple(p.shape)}: metaopt's torch export supports real "
+                        f"parameters only (use metaopt.to_optax for complex ones)")
+    return -g if maximize else g
+
+
+def _check_uniform(groups, names, program):
+    # A value shared by all parameters (a global state or statement) is computed once, so every parameter group
+    # must agree on the hyperparameters it reads.
+    first = groups[0][0]
+    for hp, _ in groups[1:]:
+        for n in names:
+            if hp[n] != first[n]:
+                raise ValueError(f"{program}: parameter groups disagree on {n!r} ({first[n]} vs {hp[n]}), but "
+                                 f"{program} computes optimizer-wide values from it; use one value for all groups")
