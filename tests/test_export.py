@@ -1,7 +1,6 @@
 """to_source: the exported module runs with jax+optax only and equals to_optax; to_latex; CLI."""
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import pytest
 
 from metaopt import library, parse, to_latex, to_optax, to_source
 from metaopt.cli import main as cli
+from source_imports import imported_modules
 
 PROGRAMS = {
     "adam": None,
@@ -64,12 +64,7 @@ def test_exported_module_equals_to_optax(name):
 
 def test_exported_module_imports_only_jax_optax_stdlib():
     src = to_source(parse(PROGRAMS["mixed"]))
-    mods = set()
-    for node in ast.walk(ast.parse(src)):
-        if isinstance(node, ast.Import):
-            mods |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            mods.add(node.module.split(".")[0])
+    mods = imported_modules(src)
     assert mods <= {"jax", "optax", "functools", "math", "typing"}, mods
     assert "def mixed(learning_rate, b=0.9, lambda_=0.1)" in src
     assert "def _adam_step(" in src   # the fallback program is inlined

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import glob
 import importlib.util
@@ -27,6 +26,7 @@ from metaopt import library, parse, to_optax, to_torch_source
 from metaopt.cli import main as cli
 from metaopt.dsl import ops
 from metaopt.export_torch import class_name
+from source_imports import imported_modules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {"a": (), "b": (5,), "c": (4, 3), "d": (2, 3, 4)}
@@ -187,14 +187,7 @@ def test_learned_optimizer_torch_export_matches_jax(ckpt, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- the module itself
-def _imports(src):
-    mods = set()
-    for node in ast.walk(ast.parse(src)):
-        if isinstance(node, ast.Import):
-            mods |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            mods.add(node.module.split(".")[0])
-    return mods
+_imports = imported_modules
 
 
 @pytest.mark.parametrize("name", ["adam", "muon", "dadapt_adamw", "conda", "adafactor"])
