@@ -122,7 +122,7 @@ def test_evaluate_reports_resume_and_divergence(tmp_path):
     assert len(table) == 6 and {r["optimizer"] for r in table} == {"sgd", "nan_opt", "optax:adamw"}
     md = open(os.path.join(out, "summary.md")).read()
     assert "| optimizer | quad_a | quad_b |" in md and "| nan_opt | failed | failed | 0.250 [0.250, 0.250] |" in md
-    for png in ("curves_quad_a.png", "curves_quad_b.png", "profile.png"):
+    for png in ("curves_quad_a.png", "curves_quad_b.png", "sensitivity_quad_a.png", "sensitivity_quad_b.png", "profile.png"):
         with open(os.path.join(out, png), "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
         import matplotlib.image

@@ -86,7 +86,42 @@ def profile_plot(out: str, profile: dict) -> str:
     return path
 
 
+def rate_sensitivity(out: str, cells: list[dict], task: str, optimizers: list[str]) -> str:
+    """Tuning loss (median final validation loss over the tuning seeds) vs learning rate on ``task``, one line
+    per optimizer over its whole grid (widenings included), the chosen rate circled; a diverged rate is a gap
+    (a break in the line), so how wide the basin is and how close the choice sits to divergence both show."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.get_cmap("tab20" if len(optimizers) > 10 else "tab10").colors
+    by_opt = {c["optimizer"]: c for c in cells if c["task"] == task}
+    for i, opt in enumerate(optimizers):
+        grid = sorted((by_opt.get(opt) or {}).get("grid") or [], key=lambda e: e["lr"])
+        if not grid:
+            continue
+        lrs = np.array([e["lr"] for e in grid], np.float64)
+        loss = _curve([e.get("median_loss") for e in grid])
+        color = colors[i % len(colors)]
+        ax.plot(lrs, loss, marker=".", color=color, label=opt)
+        best = by_opt[opt].get("best_lr")
+        if best is not None and np.any(np.isclose(lrs, best)):
+            j = int(np.argmin(np.abs(np.log(lrs / best))))
+            ax.plot([lrs[j]], [loss[j]], "o", mfc="none", ms=9, color=color)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("tuning loss (median final valid loss)")
+    ax.set_title(f"{task}: learning-rate sensitivity")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    path = os.path.join(out, f"sensitivity_{slug(task)}.png")
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(out: str, cells: list[dict], optimizers: list[str], tasks: list[str], profile: dict) -> list[str]:
     paths = [loss_curves(out, cells, t, optimizers) for t in tasks]
+    paths += [rate_sensitivity(out, cells, t, optimizers) for t in tasks]
     paths.append(profile_plot(out, profile))
     return paths
