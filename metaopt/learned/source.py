@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import io
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -61,11 +62,18 @@ def export_weights(path: str | os.PathLike, out_npz: str | os.PathLike) -> None:
     atomic_write_bytes(out_npz, buf.getvalue())
 
 
+def write_beside(path: str | os.PathLike, out_py: str | os.PathLike, suffix: str,
+                 write_weights: Callable[[str, str], None], source: Callable[[str, str], str]) -> tuple[str, str]:
+    """Write the module ``out_py`` and its weights ``<stem><suffix>`` beside it (the module loads them by that
+    file name); returns both paths. Shared by the JAX (``.npz``) and PyTorch (``.safetensors``) exports."""
+    out_py = os.fspath(out_py)
+    out_w = os.path.splitext(out_py)[0] + suffix
+    read_spec(path)          # a bad checkpoint fails before anything is written
+    write_weights(path, out_w)
+    atomic_write_text(out_py, source(path, os.path.basename(out_w)))
+    return out_py, out_w
+
+
 def write_export(path: str | os.PathLike, out_py: str | os.PathLike) -> tuple[str, str]:
     """Write ``out_py`` and its weights ``<stem>.npz`` beside it; returns both paths."""
-    out_py = os.fspath(out_py)
-    out_npz = os.path.splitext(out_py)[0] + ".npz"
-    read_spec(path)
-    export_weights(path, out_npz)
-    atomic_write_text(out_py, export_source(path, os.path.basename(out_npz)))
-    return out_py, out_npz
+    return write_beside(path, out_py, ".npz", export_weights, export_source)

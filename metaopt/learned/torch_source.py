@@ -15,9 +15,10 @@ import os
 
 import numpy as np
 
-from metaopt.io import atomic_write_bytes, atomic_write_text
+from metaopt.io import atomic_write_bytes
 from metaopt.learned import torch_kernels
-from metaopt.learned.export import load_lopt, read_spec
+from metaopt.learned.export import load_lopt
+from metaopt.learned.source import write_beside
 
 _TEMPLATE = '''
 
@@ -61,9 +62,4 @@ def export_safetensors(path: str | os.PathLike, out: str | os.PathLike) -> None:
 
 def write_torch_export(path: str | os.PathLike, out_py: str | os.PathLike) -> tuple[str, str]:
     """Write ``out_py`` and its weights ``<stem>.safetensors`` beside it; returns both paths."""
-    out_py = os.fspath(out_py)
-    out_w = os.path.splitext(out_py)[0] + ".safetensors"
-    read_spec(path)
-    export_safetensors(path, out_w)
-    atomic_write_text(out_py, torch_export_source(path, os.path.basename(out_w)))
-    return out_py, out_w
+    return write_beside(path, out_py, ".safetensors", export_safetensors, torch_export_source)
