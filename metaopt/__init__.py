@@ -1,4 +1,5 @@
 """metaopt: discover and learn optimizers."""
+from metaopt import xla_env  # noqa: F401  (first: XLA flags must precede the backend)
 from metaopt.train import train, TrainResult, eval_steps
 from metaopt.dsl import DSLError, Program, parse
 from metaopt.compile import optax_factory, static_hyperparams, to_optax

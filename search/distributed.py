@@ -22,10 +22,12 @@ import dataclasses
 import os
 from typing import Any
 
+from metaopt.xla_env import with_required_flags
+
 # Every actor gets one CPU thread for XLA: with two workers on two cores, XLA's default thread pools
 # would otherwise oversubscribe the machine and two workers would run slower than one.
 SINGLE_THREAD_ENV = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "XLA_FLAGS": with_required_flags("--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"),
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",

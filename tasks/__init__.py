@@ -1,6 +1,8 @@
 """Tasks, task families and suites. ``tasks.get(name)``, ``tasks.names()``, ``tasks.suite(name)``."""
 from __future__ import annotations
 
+from metaopt import xla_env  # noqa: F401  (XLA flags must precede the backend; see that module)
+
 from tasks.base import Task, TaskFamily, SPLITS
 from tasks.registry import get, names, get_family, family_names, register, register_family
 from tasks.suites import SUITES, TRAIN_FAMILIES
