@@ -172,3 +172,34 @@ def test_metrics_definitions():
     prof = scoring.performance_profile(np.array([[1.0, 2.0], [4.0, math.inf]]), ["a", "b"])
     assert prof["ratios"] == [[1.0, 2.0], [1.0, None]]
     assert prof["rho"]["a"][0] == 1.0 and prof["rho"]["b"][0] == 0.0 and prof["rho"]["b"][-1] == 0.5
+
+
+def test_an_edited_program_is_recomputed_not_reused(tmp_path):
+    """Cells remember a digest of the rule they measured: editing the program file (same spec string)
+    must recompute its cells, while the untouched reference's cells are reused."""
+    rule = tmp_path / "rule.opt"
+    rule.write_text("optimizer rule()\nreturn g\n")
+    out = str(tmp_path / "run")
+    cfg = EvalConfig(out=out, reference="optax:sgd", seeds=3, tune_seeds=2, grid_points=9, use_ray=False,
+                     max_widen=0)
+    calls = []
+
+    def counting(job, cfg):
+        from metaopt.evaluate.dispatch import compute
+        calls.append(job.optimizer)
+        return compute(job, cfg)
+
+    run = lambda: evaluate(cfg, specs=[str(rule)], task_objs=[quad_task(steps=20)], progress=False,
+                           compute_fn=counting, log=lambda s: None)
+    first = run()
+    assert sorted(calls) == sorted([str(rule), "optax:sgd"]) and first.computed == 2
+    calls.clear()
+    run()
+    assert calls == []
+    rule.write_text("optimizer rule()\nreturn sign(g)\n")   # a different rule under the same name
+    calls.clear()
+    again = run()
+    assert calls == [str(rule)] and again.computed == 1
+    sign_cell = next(c for c in again.cells if c["optimizer"] == str(rule))
+    plain_cell = next(c for c in first.cells if c["optimizer"] == str(rule))
+    assert sign_cell["optimizer_digest"] != plain_cell["optimizer_digest"]

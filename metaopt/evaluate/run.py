@@ -97,10 +97,11 @@ def evaluate(cfg: EvalConfig, specs: Optional[Sequence[Any]] = None, task_objs: 
 
     cells: dict[tuple[str, str], dict] = {}
     jobs: list[Job] = []
+    digests = {spec.name: store.optimizer_digest(spec.name) for spec in resolved}
     for spec, ship_spec in zip(resolved, ship):
         for task in task_list:
             protocol = cfg.protocol_hash(horizon(task, cfg)[0])
-            saved = store.load_cell(out, spec.name, task.name, protocol)
+            saved = store.load_cell(out, spec.name, task.name, protocol, digests[spec.name])
             if saved is not None:
                 cells[(spec.name, task.name)] = saved
                 continue
@@ -115,6 +116,7 @@ def evaluate(cfg: EvalConfig, specs: Optional[Sequence[Any]] = None, task_objs: 
                        initial=len(cells), postfix=f"{len(jobs)} to run, {parallel}" if jobs else None)
 
     def on_done(job: Job, record: dict) -> None:
+        record["optimizer_digest"] = digests[job.optimizer]
         store.save_cell(out, record)
         cells[(job.optimizer, job.task_name)] = record
         bar.update(1)
