@@ -20,6 +20,8 @@ guessed point gets there within a step at rate 1 (within ~40 at 0.1), so a short
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -57,6 +59,14 @@ class Grid(NamedTuple):
 
 FULL = Grid(2, (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), (1e-3, 1e-2, 1e-1, 1.0))
 COSTLY = Grid(1, (3e-2, 1e-1, 3e-1, 1.0), (1e-1, 1.0))
+# Tasks the grids above cannot judge are judged against tuned SGD's committed evaluation record (the
+# fair protocol at the task's full horizon, docs/baselines/*/run/cells/sgd__TASK__*.json); only the
+# cheats run here, for RECORDED_STEPS steps: at rate 1 each cheat sits on its fixed point after one
+# step (w - (w - 1) = 1, w - w = 0, ...), at 0.3 it is 76% of the way there after 4, so the points a
+# cheat can reach at any horizon are covered (what is left is the path between w0 and the fixed point).
+RECORDED = Grid(1, (), (1e-1, 3e-1, 1.0))
+RECORDED_STEPS = 4
+RECORDS = Path(__file__).resolve().parent.parent / "docs" / "baselines"
 
 
 def all_suite_tasks() -> list[str]:
@@ -128,12 +138,37 @@ def valid_losses(task: tasks.Task, grid: Grid, steps: int) -> np.ndarray:
     return np.where(np.isfinite(out), out, np.inf)
 
 
+def recorded_sgd(name: str) -> tuple[float, str] | None:
+    """(median final validation loss over the fresh seeds, file) of tuned SGD on ``name`` in a committed
+    evaluation record, or None when there is none (or SGD failed there: no loss to compare with)."""
+    for path in sorted(RECORDS.glob(f"*/run/cells/sgd__{name}__*.json")):
+        record = json.loads(path.read_text())
+        losses = (record.get("final") or {}).get("losses") or []
+        if record.get("optimizer") == "sgd" and record.get("task") == name and losses and None not in losses:
+            return float(np.median(losses)), str(path.relative_to(RECORDS.parent.parent))
+    return None
+
+
+def judge_by_record(name: str, why: str) -> None:
+    """The verdict for a task the in-test SGD grid cannot give: cheats vs tuned SGD's record."""
+    record = recorded_sgd(name)
+    if record is None:
+        pytest.skip(f"{why}; no committed tuned-SGD record of {name} under docs/baselines to judge against")
+    sgd, source = record
+    losses = np.median(valid_losses(tasks.get(name), RECORDED, RECORDED_STEPS), axis=1)[:, -1]
+    cheaters = [f"`return {list(CHEATS)[i - 1]}` at lr {lr:g}: {loss:.4g}"
+                for (i, lr), loss in zip(RECORDED.runs(), losses) if loss < sgd]
+    assert not cheaters, (f"{name}: gradient-free programs beat tuned SGD's recorded {sgd:.4g} ({source}), "
+                          f"so its minimizer is guessable: " + "; ".join(cheaters))
+
+
 @pytest.mark.parametrize("name", all_suite_tasks())
 def test_no_gradient_free_program_beats_tuned_sgd(name):
     task = tasks.get(name)
     grid, steps = plan(task)
     if steps < MIN_STEPS:
-        pytest.skip(f"{name}: too costly for {MIN_STEPS} steps of even the COSTLY grid within FLOP_BUDGET")
+        judge_by_record(name, f"{name}: too costly for {MIN_STEPS} steps of even the COSTLY grid within FLOP_BUDGET")
+        return
     runs = grid.runs()
     curves = np.median(valid_losses(task, grid, steps), axis=1)      # [runs, (initial, final)], median over seeds
     losses = curves[:, -1]
@@ -143,8 +178,9 @@ def test_no_gradient_free_program_beats_tuned_sgd(name):
     if sgd > (1.0 - MIN_PROGRESS) * curves[0, 0]:
         # e.g. a classifier still near chance, or a task on a plateau: a rule that zeroes every weight
         # (uniform or zero output) matches SGD there without the minimizer being guessable
-        pytest.skip(f"{name}: in {steps} steps tuned SGD only went from {curves[0, 0]:.4g} to {sgd:.4g}, "
-                    f"too little progress to judge a cheat against")
+        judge_by_record(name, f"{name}: in {steps} steps tuned SGD only went from {curves[0, 0]:.4g} to "
+                              f"{sgd:.4g}, too little progress to judge a cheat against")
+        return
     cheaters = [f"`return {list(CHEATS)[i - 1]}` at lr {lr:g}: {loss:.4g}"
                 for (i, lr), loss in zip(runs[n_sgd:], losses[n_sgd:]) if loss < sgd]
     assert not cheaters, (f"{name} ({steps} steps): gradient-free programs beat tuned SGD ({sgd:.4g}), "
