@@ -139,13 +139,20 @@ def valid_losses(task: tasks.Task, grid: Grid, steps: int) -> np.ndarray:
 
 
 def recorded_sgd(name: str) -> tuple[float, str] | None:
-    """(median final validation loss over the fresh seeds, file) of tuned SGD on ``name`` in a committed
-    evaluation record, or None when there is none (or SGD failed there: no loss to compare with)."""
+    """(final validation loss, where it came from) of tuned SGD on ``name`` in a committed evaluation
+    record, or None when there is none: the median over the fresh seeds at the tuned rate, or, where those
+    diverged (the cell failed), the best median over the tuning seeds of the rate grid."""
     for path in sorted(RECORDS.glob(f"*/run/cells/sgd__{name}__*.json")):
         record = json.loads(path.read_text())
+        if record.get("optimizer") != "sgd" or record.get("task") != name:
+            continue
+        source = str(path.relative_to(RECORDS.parent.parent))
         losses = (record.get("final") or {}).get("losses") or []
-        if record.get("optimizer") == "sgd" and record.get("task") == name and losses and None not in losses:
-            return float(np.median(losses)), str(path.relative_to(RECORDS.parent.parent))
+        if losses and None not in losses:
+            return float(np.median(losses)), source
+        tuned = [g["median_loss"] for g in record.get("grid", []) if g.get("median_loss") is not None]
+        if tuned:
+            return float(min(tuned)), source + " (tuning seeds: its fresh seeds diverged)"
     return None
 
 
