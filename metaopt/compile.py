@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ import optax
 
 from metaopt import library
 from metaopt.dsl import ops
+from metaopt.leaf_io import io_leaves, io_prefixes
 from metaopt.dsl.program import BoolOp, Call, Compare, Const, Expr, Predicate, Program, Var, free_vars
 
 __all__ = ["to_optax", "optax_factory", "static_hyperparams", "resolve_hyperparams", "leaf_matches",
@@ -108,7 +109,9 @@ def resolve_hyperparams(program: Program, given: dict[str, Any], what: str = "")
     return {**defaults, **given}
 
 
-def _shape_quantity(q: str, shape: tuple[int, ...]) -> int:
+def _leaf_quantity(q: str, shape: tuple[int, ...], io: bool) -> int:
+    if q == "io":
+        return int(io)
     if q == "ndim":
         return len(shape)
     if q == "numel":
@@ -125,13 +128,14 @@ _CMP: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 
 
-def leaf_matches(pred: Predicate, shape: tuple[int, ...], hp: dict[str, Any]) -> bool:
-    """Whether a leaf of static ``shape`` satisfies a fallback predicate."""
+def leaf_matches(pred: Predicate, shape: tuple[int, ...], hp: dict[str, Any], io: bool = False) -> bool:
+    """Whether a leaf of static ``shape`` (``io``: of the model's input/output layers) satisfies a fallback
+    predicate."""
     if isinstance(pred, BoolOp):
-        results = (leaf_matches(a, shape, hp) for a in pred.args)
+        results = (leaf_matches(a, shape, hp, io) for a in pred.args)
         return all(results) if pred.op == "and" else any(results)
     assert isinstance(pred, Compare)
-    return _CMP[pred.cmp](_shape_quantity(pred.quantity, shape), const_value(pred.rhs, hp))
+    return _CMP[pred.cmp](_leaf_quantity(pred.quantity, shape, io), const_value(pred.rhs, hp))
 
 
 def _fit(value, kind: str, like: jax.Array, dtype) -> jax.Array:
@@ -166,10 +170,12 @@ class Rule:
         self.needs_matrix = any(ops.get(o).kind in ("factored", "matrix") for o in uses) or any(
             s.kind in ("row", "col") for s in program.states)
 
-    def mine(self, shapes: list[tuple[int, ...] | None]) -> list[bool]:
-        """Which of the given leaves (``None`` = not ours at all) this program itself handles."""
+    def mine(self, shapes: list[tuple[int, ...] | None], ios: list[bool]) -> list[bool]:
+        """Which of the given leaves (``None`` = not ours at all; ``ios``: of the input/output layers) this
+        program itself handles."""
         f = self.p.fallback
-        out = [s is not None and not (f is not None and leaf_matches(f.when, s, self.hp)) for s in shapes]
+        out = [s is not None and not (f is not None and leaf_matches(f.when, s, self.hp, io))
+               for s, io in zip(shapes, ios)]
         if self.needs_matrix:
             for s, m in zip(shapes, out):
                 if m and len(s) < 2:
@@ -177,9 +183,9 @@ class Rule:
                                      f"shape {s} reaches it; add `fallback NAME(...) when ndim < 2`")
         return out
 
-    def init(self, ws: list, treedef) -> tuple:
+    def init(self, ws: list, ios: list[bool], treedef) -> tuple:
         shapes = [None if w is None else tuple(w.shape) for w in ws]
-        mine = self.mine(shapes)
+        mine = self.mine(shapes, ios)
         fields = {}
         for s in self.p.states:
             if s.kind == "global":
@@ -188,7 +194,7 @@ class Rule:
             leaves = [_fit(self._eval(s.init, {**self.hp, "w": w}, [], {}), s.kind, w, w.dtype) if m
                       else optax.MaskedNode() for w, m in zip(ws, mine)]
             fields[s.name] = treedef.unflatten(leaves)
-        fb = self.fallback.init(self._sub_leaves(ws, mine), treedef) if self.fallback else None
+        fb = self.fallback.init(self._sub_leaves(ws, mine), ios, treedef) if self.fallback else None
         return self.cls(jnp.zeros([], jnp.int32), **fields, fallback=fb)
 
     def _sub_leaves(self, xs, mine):
@@ -207,10 +213,10 @@ class Rule:
             return cache[e]
         return op.fn(*(self._eval(a, env, envs, cache) for a in e.args))
 
-    def update(self, gs: list, ws: list, state, treedef, t, lr, loss) -> tuple[list, tuple]:
+    def update(self, gs: list, ws: list, ios: list[bool], state, treedef, t, lr, loss) -> tuple[list, tuple]:
         """Directions ``u`` for the leaves this rule (or its fallback) handles, and the new state."""
         shapes = [None if g is None else tuple(g.shape) for g in gs]
-        mine = self.mine(shapes)
+        mine = self.mine(shapes, ios)
         idx = [i for i, m in enumerate(mine) if m]
         base = {**self.hp, "t": t, "lr": lr, "loss": loss}
         per_leaf = {n: treedef.flatten_up_to(getattr(state, n)) for n, s in zip(self.names, self.p.states)
@@ -242,13 +248,14 @@ class Rule:
         fb = None
         if self.fallback is not None:
             sub_g = self._sub_leaves(gs, mine)
-            fus, fb = self.fallback.update(sub_g, self._sub_leaves(ws, mine), state.fallback, treedef, t, lr, loss)
+            fus, fb = self.fallback.update(sub_g, self._sub_leaves(ws, mine), ios, state.fallback, treedef, t, lr,
+                                           loss)
             us = [fu if not m and g is not None else u for u, fu, m, g in zip(us, fus, mine, gs)]
         return us, self.cls(optax.safe_increment(state.count), **fields, fallback=fb)
 
 
-def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule, **hyperparams: float | jax.Array
-             ) -> optax.GradientTransformationExtraArgs:
+def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule, *, io_paths: Sequence[str] = (),
+             **hyperparams: float | jax.Array) -> optax.GradientTransformationExtraArgs:
     """Compile ``program`` into ``optax.GradientTransformationExtraArgs``.
 
     ``update(grads, state, params=None, value=None)``: ``params`` is needed when the program (or its
@@ -256,13 +263,18 @@ def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule
     ``loss``. Hyperparameters not given take the program's defaults; unknown names raise ``TypeError``.
     ``learning_rate`` and hyperparameters may be JAX scalars (traced ones too), except the structural
     ``static_hyperparams(program)``.
+
+    ``io_paths``: key-path prefixes (``"Embed_0"``, ``"encoder/pos"``, ``"head"``; see
+    :mod:`metaopt.leaf_io`) of the leaves of the model's input and output layers, where a fallback predicate's
+    ``io`` is 1 (``Task.io_paths``; ``metaopt.train`` passes them). Empty: ``io`` is 0 everywhere.
     """
     rule = Rule(program, resolve_hyperparams(program, hyperparams))
+    io_paths = io_prefixes(io_paths)
     scheduled = callable(learning_rate)
 
     def init_fn(params):
         leaves, treedef = jax.tree.flatten(params)
-        return rule.init(leaves, treedef)
+        return rule.init(leaves, io_leaves(params, io_paths), treedef)
 
     def update_fn(updates, state, params=None, value=None, **extra):
         del extra   # other extra args of a chain are not ours
@@ -275,7 +287,7 @@ def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule
         lr = learning_rate(state.count) if scheduled else learning_rate
         t = optax.safe_increment(state.count).astype(jnp.float32)
         loss = None if value is None else jnp.asarray(value, jnp.float32)
-        us, new_state = rule.update(gs, ws, state, treedef, t, lr, loss)
+        us, new_state = rule.update(gs, ws, io_leaves(updates, io_paths), state, treedef, t, lr, loss)
         if scheduled:
             out = [(jnp.asarray(-lr, g.dtype) * u).astype(g.dtype) for g, u in zip(gs, us)]
         else:
@@ -287,8 +299,9 @@ def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule
 
 def optax_factory(program: Program) -> Callable[..., optax.GradientTransformationExtraArgs]:
     """``to_optax`` for ``program`` as a function with an explicit signature ``(learning_rate, *, <each
-    hyperparameter>=<default>)``, so ``optax.inject_hyperparams`` sees (and injects) every hyperparameter; a
-    ``**hyperparams`` signature would reach it as one argument named ``hyperparams``.
+    hyperparameter>=<default>, io_paths=())``, so ``optax.inject_hyperparams`` sees (and injects) every
+    hyperparameter (``io_paths``, a tuple, it passes through as a static argument); a ``**hyperparams``
+    signature would reach it as one argument named ``hyperparams``.
 
     >>> from metaopt import library
     >>> p = library.get("adafactor")
@@ -296,13 +309,14 @@ def optax_factory(program: Program) -> Callable[..., optax.GradientTransformatio
     >>> sorted(tx.init({"w": jnp.zeros(3)}).hyperparams)[:3]
     ['clipping_threshold', 'decay_rate', 'eps']
     """
-    def factory(learning_rate, **hyperparams):
-        return to_optax(program, learning_rate, **hyperparams)
+    def factory(learning_rate, io_paths=(), **hyperparams):
+        return to_optax(program, learning_rate, io_paths=io_paths, **hyperparams)
 
     kw = inspect.Parameter.KEYWORD_ONLY
     factory.__signature__ = inspect.Signature(
         [inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(n, kw, default=v) for n, v in program.hyperparams])
+        + [inspect.Parameter(n, kw, default=v) for n, v in program.hyperparams]
+        + [inspect.Parameter("io_paths", kw, default=())])
     factory.__name__ = factory.__qualname__ = program.name
     factory.__doc__ = f"metaopt.to_optax(<program {program.name}>, learning_rate, **hyperparameters)."
     return factory

@@ -14,6 +14,7 @@ import inspect
 import keyword
 import textwrap
 
+from metaopt import leaf_io
 from metaopt.compile import state_class
 from metaopt.dsl import ops, pyhelpers
 from metaopt.dsl.program import (INPUT_KINDS, BoolOp, Call, Compare, Const, Expr, Predicate, Program, Var,
@@ -22,11 +23,16 @@ from metaopt.dsl.validate import expr_kind
 
 __all__ = ["to_source"]
 
+_LEAF_IO = ("io_prefixes", "leaf_paths", "io_leaves")   # copied verbatim from metaopt/leaf_io.py
+
 _RESERVED = {"jax", "jnp", "optax", "math", "functools", "NamedTuple", "Any", "idx", "n", "i", "state", "treedef",
              "gs", "ws", "us", "fb", "fus", "learning_rate", "params", "updates", "value", "extra", "init_fn", "update_fn", "shape",
+             "io", "ios", "io_paths", *_LEAF_IO,
              *dir(builtins),
              *(op.helper for op in ops.all_ops() if op.helper)}   # helper functions live at module level
-_SHAPE_PY = {"ndim": "len(shape)", "numel": "math.prod(shape)", "min_dim": "(sorted(shape)[-2:] or [1])[0]"}
+# Fallback predicates' leaf quantities over a handles() function's arguments `shape` and `io` (a bool)
+_LEAF_PY = {"ndim": "len(shape)", "numel": "math.prod(shape)", "min_dim": "(sorted(shape)[-2:] or [1])[0]",
+            "io": "int(io)"}
 
 
 def _py_name(name: str) -> str:
@@ -98,20 +104,20 @@ class _Gen:
         return lines
 
     def handles(self) -> list[str]:
-        """``mine(shape)``: whether this program itself handles a leaf (not its fallback)."""
+        """``mine(shape, io)``: whether this program itself handles a leaf (not its fallback)."""
         f = self.p.fallback
         if f is None:
             return []
         pred = _predicate(f.when, {n: h for (n, _), h in zip(self.p.hyperparams, self.hp)})
-        return [f"def _{self.fn}_handles(shape, {self.hp_args()}):" if self.hp else f"def _{self.fn}_handles(shape):",
-                f"    return not ({pred})", ""]
+        hps = f", {self.hp_args()}" if self.hp else ""
+        return [f"def _{self.fn}_handles(shape, io{hps}):", f"    return not ({pred})", ""]
 
     def mine_line(self, arr: str) -> str:
         if self.p.fallback is None:
             return f"    idx = [i for i, x in enumerate({arr}) if x is not None]"
         extra = f", {self.hp_args()}" if self.hp else ""
         return (f"    idx = [i for i, x in enumerate({arr}) if x is not None and "
-                f"_{self.fn}_handles(x.shape{extra})]")
+                f"_{self.fn}_handles(x.shape, ios[i]{extra})]")
 
     def fallback_call(self, kind: str) -> list[str]:
         f = self.p.fallback
@@ -121,15 +127,15 @@ class _Gen:
         args = ", ".join(f"{_py_name(n)}={r(e)[0]}" for n, e in f.args)
         sub = "[None if (i in idx) else x for i, x in enumerate({})]"
         if kind == "init":
-            return [f"    fb = _{_py_name(f.name)}_init({sub.format('ws')}, treedef{', ' + args if args else ''})"]
-        return [f"    fus, fb = _{_py_name(f.name)}_step({sub.format('gs')}, {sub.format('ws')}, state.fallback, "
+            return [f"    fb = _{_py_name(f.name)}_init({sub.format('ws')}, ios, treedef{', ' + args if args else ''})"]
+        return [f"    fus, fb = _{_py_name(f.name)}_step({sub.format('gs')}, {sub.format('ws')}, ios, state.fallback, "
                 f"treedef{', ' + args if args else ''}, t=t, lr=lr, loss=loss)",
                 "    us = [fu if i not in idx else u for i, (u, fu) in enumerate(zip(us, fus))]"]
 
     def init(self) -> list[str]:
         p = self.p
         sig = f", {self.sig()}" if self.hp else ""
-        L = [f"def _{self.fn}_init(ws, treedef{sig}):", self.mine_line("ws")]
+        L = [f"def _{self.fn}_init(ws, ios, treedef{sig}):", self.mine_line("ws")]
         r = _Expr({}, {})
         for s in p.states:
             self.note_helpers(s.init)
@@ -152,7 +158,7 @@ class _Gen:
         sig = f", {self.sig()}" if self.hp else ""
         kinds = {**INPUT_KINDS, **{n: "const" for n, _ in p.hyperparams}, **{s.name: s.kind for s in p.states}}
         per_leaf = {"g", "w"} | {s.name for s in p.states if s.kind != "global"}
-        L = [f"def _{self.fn}_step(gs, ws, state, treedef{sig}, *, t, lr, loss):", self.mine_line("gs"),
+        L = [f"def _{self.fn}_step(gs, ws, ios, state, treedef{sig}, *, t, lr, loss):", self.mine_line("gs"),
              "    us = [None] * len(gs)"]
         for s in p.states:
             name = _py_name(s.name)
@@ -266,7 +272,7 @@ def _predicate(q: Predicate, names: dict[str, str]) -> str:
     if isinstance(q, BoolOp):
         return f" {q.op} ".join(f"({_predicate(a, names)})" for a in q.args)
     assert isinstance(q, Compare)
-    return f"{_SHAPE_PY[q.quantity]} {q.cmp} {_Expr(names, {})(q.rhs)[0]}"
+    return f"{_LEAF_PY[q.quantity]} {q.cmp} {_Expr(names, {})(q.rhs)[0]}"
 
 
 _RUNTIME = '''
@@ -315,29 +321,35 @@ def to_source(program: Program) -> str:
         helper_src.insert(0, inspect.getsource(pyhelpers._need_matrix))
     if helpers & {"orthogonalize", "whiten", "svd_basis", "project", "unproject", "row_normalize", "col_normalize"}:
         helper_src.insert(0, inspect.getsource(pyhelpers._as_matrix))
+    helper_src.append("\n\n".join(inspect.getsource(getattr(leaf_io, h)) for h in _LEAF_IO))
     sig = f", {main.sig()}" if main.hp else ""
     hp_kw = ", ".join(f"{h}={h}" for h in main.hp)
     doc = textwrap.indent(str(program).rstrip(), "    ")
     top = f'''
 
-def {main.fn}(learning_rate{sig}) -> optax.GradientTransformationExtraArgs:
+def {main.fn}(learning_rate{sig}, io_paths=()) -> optax.GradientTransformationExtraArgs:
     """{program.name}: update w <- w - lr_t * u with u from the DSL program in this module's docstring.
 
     learning_rate: a float or an optax schedule (called with the number of previous updates).
+    io_paths: key-path prefixes ('/'-joined pytree keys, e.g. ("Embed_0", "head") for flax params) of the
+    leaves of the model's input and output layers, where a fallback predicate's `io` is 1; default none.
     update(grads, state, params=None, value=None): params when the rule reads w, value= the loss when it
     reads loss.
     """
+    io_paths = io_prefixes(io_paths)
+
     def init_fn(params):
         ws, treedef = jax.tree.flatten(params)
-        return _{main.fn}_init(ws, treedef{', ' + hp_kw if hp_kw else ''})
+        return _{main.fn}_init(ws, io_leaves(params, io_paths), treedef{', ' + hp_kw if hp_kw else ''})
 
     def update_fn(updates, state, params=None, value=None, **extra):
         gs, treedef = jax.tree.flatten(updates)
+        ios = io_leaves(updates, io_paths)
         ws = treedef.flatten_up_to(params) if params is not None else [None] * len(gs)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         t = optax.safe_increment(state.count).astype(jnp.float32)
         loss = None if value is None else jnp.asarray(value, jnp.float32)
-        us, state = _{main.fn}_step(gs, ws, state, treedef{', ' + hp_kw if hp_kw else ''}, t=t, lr=lr, loss=loss)
+        us, state = _{main.fn}_step(gs, ws, ios, state, treedef{', ' + hp_kw if hp_kw else ''}, t=t, lr=lr, loss=loss)
         if callable(learning_rate):
             out = [(jnp.asarray(-lr, g.dtype) * u).astype(g.dtype) for g, u in zip(gs, us)]
         else:

@@ -1,8 +1,8 @@
 """Export a DSL Program as a standalone PyTorch optimizer: ``to_torch_source(program) -> str``.
 
 The module imports only ``torch`` and ``math`` and defines ``class <Name>(torch.optim.Optimizer)`` whose
-``__init__(params, lr=1e-3, <hyperparameters with the program's defaults>, *, maximize=False)`` takes parameter
-groups with per-group hyperparameters, and whose ``step(closure=None)`` computes the same numbers as
+``__init__(params, lr=1e-3, <the program's hyperparameters>, *, maximize=False, io_params=())`` takes parameter
+groups with per-group hyperparameters (``io_params``: input/output layers), ``step(closure=None)`` matches
 ``metaopt.to_optax``: ``w <- w - lr * u`` with ``u`` the program's output. It follows the structure of
 ``metaopt.export.to_source``: statements run in per-leaf loops (here: per parameter group, then per parameter);
 a global reduction ends a loop, is combined over every parameter the program handles (all groups), and the
@@ -31,7 +31,7 @@ from metaopt.export_torch_inplace import DIMS as _DIMS, UNARY as _UNARY, InPlace
 __all__ = ["to_torch_source", "class_name"]
 
 _LOCALS = {"p", "st", "hp", "hp0", "i", "n", "members", "groups", "glob", "torch", "math", "self", "group",
-           "closure", "defaults", "buckets", "prog", "php", "u"}
+           "closure", "defaults", "buckets", "prog", "php", "u", "io", "io_params"}
 _HELPER = re.compile(r"\b(_[a-z]\w*)\(")
 
 
@@ -393,8 +393,8 @@ class _Step(InPlaceForms):
 
     def route(self) -> list[str]:
         from metaopt import library
-        L = [f"def _{self.fn}_route(shape, hp):",
-             f'    """(program handling a parameter of this shape, its hyperparameters)."""']
+        L = [f"def _{self.fn}_route(shape, io, hp):",
+             f'    """(program handling a parameter of this shape (io: of the input/output layers), its hp)."""']
         f = self.p.fallback
         if f is not None:
             deps: set = set()
@@ -406,7 +406,7 @@ class _Step(InPlaceForms):
                     for n, v in target.hyperparams]
             L += [f"    {_name(n)} = hp[{_name(n)!r}]" for n in self.hp if ("hp", n) in deps]
             L += [f"    if {pred}:",
-                  f"        return _{_name(f.name)}_route(shape, {{'lr': hp['lr'], {', '.join(args)}}})"]
+                  f"        return _{_name(f.name)}_route(shape, io, {{'lr': hp['lr'], {', '.join(args)}}})"]
         return L + [f"    return {self.p.name!r}, hp"]
 
 

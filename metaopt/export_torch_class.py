@@ -16,6 +16,31 @@ _NEEDS_MATRIX = {needs_matrix!r}
 _HYPERPARAMETERS = {hp_names!r}
 
 
+def _io_ids(groups, io_params):
+    """ids of the parameters ``io_params`` names: the tensors themselves, or ``.``-joined name prefixes
+    (``"embed"`` covers ``embed.weight``, not ``embedder.weight``) of parameters given by name."""
+    if isinstance(io_params, (str, torch.Tensor)):
+        raise TypeError("io_params takes an iterable of parameters or of parameter-name prefixes, e.g. "
+                        "[model.embed.weight] or ['embed', 'head'], not a single one")
+    names = {{id(p): n for group in groups
+             for p, n in zip(group["params"], group.get("param_names", [None] * len(group["params"])))}}
+    ids = set()
+    for x in io_params:
+        if isinstance(x, torch.Tensor):
+            if id(x) not in names:
+                raise ValueError("io_params holds a tensor that is not among the optimizer's parameters")
+            ids.add(id(x))
+        elif isinstance(x, str):
+            hits = {{i for i, n in names.items() if n is not None and (n == x or n.startswith(x + "."))}}
+            if not hits:
+                raise ValueError(f"io_params name {{x!r}} matches no parameter name "
+                                 f"(names come with model.named_parameters())")
+            ids |= hits
+        else:
+            raise TypeError(f"io_params entries are parameters or names, got {{type(x).__name__}}")
+    return ids
+
+
 class {cls}(torch.optim.Optimizer):
     """{name}, exported by metaopt: ``w <- w - lr * u`` with ``u`` the program in this module's docstring.
 
@@ -24,6 +49,10 @@ class {cls}(torch.optim.Optimizer):
         ``lr`` and hyperparameters), as for every ``torch.optim`` optimizer.
       lr: learning rate (default 1e-3).
 {hp_doc}      maximize: maximize the objective instead of minimizing it (the gradient's sign is flipped).
+      io_params: the parameters of the model's input and output layers (embeddings, the first layer, the
+        head), where the program's fallback predicate sees ``io == 1``: the tensors, or name prefixes such as
+        ``["embed", "head"]`` when ``params`` are named (``model.named_parameters()``). Default: none. It is
+        not part of ``state_dict()``: pass it again when rebuilding the optimizer.
 
     ``step(closure=None)`` returns the closure's loss.{loss_doc} ``t`` (the program's step count) counts
     ``step()`` calls of this optimizer; it and the program's optimizer-wide values live in
@@ -35,11 +64,12 @@ class {cls}(torch.optim.Optimizer):
     # double precision as torch.optim does (differences ~1e-7 relative per step, visible only in float64 models).
     step_dtype = torch.float32
 
-    def __init__(self, params, lr=1e-3{sig}, *, maximize=False):
+    def __init__(self, params, lr=1e-3{sig}, *, maximize=False, io_params=()):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {{lr}}")
         defaults = dict(lr=lr{kw}, maximize=maximize)
         super().__init__(params, defaults)
+        self._io = _io_ids(self.param_groups, io_params)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -60,7 +90,7 @@ class {cls}(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = _grad(p, group["maximize"])
-                prog, php = _{fn}_route(tuple(p.shape), hp)
+                prog, php = _{fn}_route(tuple(p.shape), id(p) in self._io, hp)
                 if prog in _NEEDS_MATRIX and p.dim() < 2:
                     raise ValueError(f"{{prog}} uses matrix/factored ops or row/col state but a parameter of "
                                      f"shape {{tuple(p.shape)}} reaches it; add `fallback NAME(...) when ndim < 2`")

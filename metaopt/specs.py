@@ -142,8 +142,10 @@ def _program_factory(program: Any, kwargs: dict) -> Factory:
     except TypeError as e:
         raise SpecError(str(e)) from None   # the message names the program and its hyperparameters
 
-    def factory(lr, _p=program, _kw=tuple(kwargs.items())):
-        return to_optax(_p, learning_rate=lr, **dict(_kw))
+    # io_paths: the task's input/output layers (Task.io_paths), which metaopt.train passes to a factory
+    # that takes them; a fallback `when io == 1` (muon) routes those leaves
+    def factory(lr, io_paths=(), _p=program, _kw=tuple(kwargs.items())):
+        return to_optax(_p, learning_rate=lr, io_paths=io_paths, **dict(_kw))
 
     return factory
 

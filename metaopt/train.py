@@ -11,6 +11,7 @@ A divergent run simply carries NaN/Inf through its curve; nothing raises.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable, NamedTuple, Union
 
 import jax
@@ -28,14 +29,27 @@ class TrainResult(NamedTuple):
     params: object          # final parameters
 
 
-def resolve_optimizer(optimizer: OptimizerLike, learning_rate) -> optax.GradientTransformationExtraArgs:
-    """A GradientTransformation is used as is; a factory is called with the learning rate."""
+def takes_io_paths(factory: Callable) -> bool:
+    """Whether ``factory`` declares an ``io_paths`` parameter (metaopt's program factories do; optax's don't)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):   # no signature to read (a builtin): it takes none
+        return False
+    p = params.get("io_paths")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def resolve_optimizer(optimizer: OptimizerLike, learning_rate, io_paths: tuple[str, ...] = ()
+                      ) -> optax.GradientTransformationExtraArgs:
+    """A GradientTransformation is used as is; a factory is called with the learning rate, and with
+    ``io_paths=`` (the task's input/output layers, ``Task.io_paths``) when it declares that parameter."""
     if isinstance(optimizer, optax.GradientTransformation):
         opt = optimizer
     else:
         if learning_rate is None:
             raise ValueError("an optimizer factory needs learning_rate=")
-        opt = optimizer(learning_rate)
+        opt = optimizer(learning_rate, io_paths=io_paths) if io_paths and takes_io_paths(optimizer) \
+            else optimizer(learning_rate)
     return optax.with_extra_args_support(opt)
 
 
@@ -51,12 +65,14 @@ def train(task: Task, optimizer: OptimizerLike, key: jax.Array, steps: int, eval
     (which also draws the task's per-run constants, see :mod:`tasks.base`).
 
     ``optimizer`` is an ``optax.GradientTransformation`` (used as is) or a factory
-    ``learning_rate -> GradientTransformation`` such as ``optax.adam``. The minibatch loss is passed
+    ``learning_rate -> GradientTransformation`` such as ``optax.adam``; a factory that declares
+    ``io_paths`` (``metaopt.optax_factory``, the library specs) also gets the task's ``Task.io_paths``, so
+    a program's ``fallback ... when io == 1`` sees its input and output layers. The minibatch loss is passed
     to the update as ``value=`` so loss-reading rules (Polyak steps) work unchanged.
     """
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every})")
-    opt = resolve_optimizer(optimizer, learning_rate)
+    opt = resolve_optimizer(optimizer, learning_rate, task.io_paths)
     task = task.for_run(key)        # per-run constants (a guessable minimizer is drawn from the key)
     init_key, data_key, valid_key = jax.random.split(key, 3)
     params = task.init(init_key)

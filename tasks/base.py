@@ -19,6 +19,11 @@ seeds train on different instances, the same seed on the same one. ``task.init/l
 themselves are the instance of run key ``PRNGKey(0)``, for code that only needs shapes or a
 representative loss. Tasks without per-run constants need none of this: ``for_run`` returns the task itself.
 
+**Input and output layers.** ``io_paths`` names the leaves of the model's first and last layers
+(``("Embed_0", "pos", "Dense_0")`` for the character LM): optimizers meant for hidden layers only (Muon)
+train those with their Adam fallback. Tasks without layers (quadratics, Rosenbrock) and factorisations
+whose factors are all hidden (matrix completion) leave it empty.
+
 A :class:`TaskFamily` samples tasks (random width, depth, activation, conditioning, ...) for
 meta-training, in the style of learned_optimization's ``TaskFamily``.
 """
@@ -53,6 +58,10 @@ class Task:
     description: str = ""
     draw: Optional[Callable[[jax.Array], Consts]] = None     # key -> this run's constants (per_run_task)
     make: Optional[Callable[[Consts], TaskFunctions]] = None  # constants -> (init, loss, batch)
+    # Key-path prefixes ('/'-joined keys, metaopt.leaf_io) of the leaves that form the model's input and output
+    # layers (embeddings, the first layer reading raw inputs, the head); metaopt.train hands them to the
+    # optimizer, so Muon keeps them on Adam as its authors advise (fallback ... when io == 1).
+    io_paths: tuple[str, ...] = ()
 
     def run_constants(self, run_key: jax.Array) -> Consts:
         """The constants of the run whose key is ``run_key`` (``()`` for a task without any)."""

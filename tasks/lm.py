@@ -42,6 +42,11 @@ class CharTransformer(nn.Module):
     layers: int = 2
     heads: int = 4
 
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """Token and position embeddings and the (untied) head over the vocabulary."""
+        return ("Embed_0", "pos", "Dense_0")
+
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         t = tokens.shape[-1]
@@ -83,7 +88,7 @@ def char_lm(name: str, d_model: int = 64, layers: int = 2, heads: int = 4, conte
         logits = model.apply({"params": params}, tokens[:, :-1])
         return softmax_cross_entropy(logits.reshape(-1, VOCAB_SIZE), tokens[:, 1:].reshape(-1))
 
-    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every,
+    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every, io_paths=model.io_paths,
                 description=f"char transformer LM on stdlib sources: d{d_model}, {layers} layers, "
                             f"{heads} heads, context {context}, batch {batch_size}")
 

@@ -29,6 +29,11 @@ class MLP(nn.Module):
     widths: Sequence[int]
     act: str = "relu"
 
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """The first (input-reading) and the last (output) Dense: Task.io_paths."""
+        return ("Dense_0", f"Dense_{len(self.widths) - 1}")
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, w in enumerate(self.widths):
@@ -58,6 +63,11 @@ class DigitsCNN(nn.Module):
     num_classes: int = 10
     act: str = "relu"
 
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """The first convolution (on the raw pixels) and the head."""
+        return ("Dense_0", f"Dense_{len(self.channels)}")
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[:-1] + (8, 8, 1))        # flat 64 pixels -> NHWC
@@ -71,7 +81,8 @@ class DigitsCNN(nn.Module):
 
 def flax_task(name: str, model: nn.Module, example: jax.Array, loss_fn: Callable, batch: Callable,
               steps: int, eval_every: int, description: str) -> Task:
-    """A Task whose parameters are ``model``'s flax params and whose loss is ``loss_fn(outputs, batch)``."""
+    """A Task whose parameters are ``model``'s flax params and whose loss is ``loss_fn(outputs, batch)``;
+    its input/output layers are ``model.io_paths``."""
 
     def init(key: jax.Array):
         return model.init(key, example)["params"]
@@ -79,7 +90,8 @@ def flax_task(name: str, model: nn.Module, example: jax.Array, loss_fn: Callable
     def loss(params, b) -> jax.Array:
         return loss_fn(model.apply({"params": params}, b[0]), b).astype(jnp.float32)
 
-    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every, description=description)
+    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every, description=description,
+                io_paths=model.io_paths)
 
 
 def classifier_task(name: str, model: nn.Module, data: Dataset, batch_size: int, steps: int,

@@ -23,6 +23,11 @@ class LSTMLM(nn.Module):
     embed: int = 32
     hidden: int = 128
 
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """The embedding and the head; the LSTM cell's input and recurrent kernels are hidden."""
+        return ("Embed_0", "Dense_0")
+
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         x = nn.Embed(VOCAB_SIZE, self.embed)(tokens)
@@ -43,7 +48,7 @@ def lstm_lm(name: str, embed: int, hidden: int, context: int, batch_size: int, s
         logits = model.apply({"params": params}, tokens[:, :-1])
         return softmax_cross_entropy(logits.reshape(-1, VOCAB_SIZE), tokens[:, 1:].reshape(-1))
 
-    return Task(name, init, loss, windows, steps=steps, eval_every=eval_every,
+    return Task(name, init, loss, windows, steps=steps, eval_every=eval_every, io_paths=model.io_paths,
                 description=f"LSTM char LM on stdlib sources: embed {embed}, hidden {hidden}, "
                             f"context {context}, batch {batch_size}")
 

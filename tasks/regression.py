@@ -54,7 +54,8 @@ def linear_regression(name: str, dim: int = 32, condition: float = 100.0, noise:
         targets = _with_targets(data, consts["y_train"], consts["y_valid"], 0)
         return init, loss, supervised_batcher(targets, batch_size)
 
-    return per_run_task(name, draw, make, steps=steps, eval_every=eval_every,
+    # one linear layer: it reads the input and is the output layer (io), as for the logistic regression
+    return per_run_task(name, draw, make, steps=steps, eval_every=eval_every, io_paths=("w", "b"),
                         description=f"linear regression, {dim} features, condition {condition:g}, noise {noise:g}")
 
 
@@ -85,7 +86,7 @@ def logistic_regression(name: str, dim: int = 32, num_classes: int = 4, conditio
         targets = _with_targets(data, consts["y_train"], consts["y_valid"], num_classes)
         return init, loss, supervised_batcher(targets, batch_size)
 
-    return per_run_task(name, draw, make, steps=steps, eval_every=eval_every,
+    return per_run_task(name, draw, make, steps=steps, eval_every=eval_every, io_paths=("w", "b"),
                         description=f"{num_classes}-class logistic regression, {dim} features, "
                                     f"condition {condition:g}")
 

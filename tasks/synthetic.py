@@ -53,7 +53,7 @@ def sparse_parity(name: str, bits: int, k: int, width: int, batch_size: int, ste
         x, y = b
         return jnp.mean(jax.nn.softplus(-y * model.apply({"params": params}, x)[:, 0]))
 
-    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every,
+    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every, io_paths=model.io_paths,
                 description=f"({bits}, {k})-sparse parity, MLP width {width} ReLU, online batches of {batch_size}")
 
 
@@ -101,6 +101,8 @@ def matrix_completion(name: str, rows: int, cols: int, rank: int, fit_rank: int,
 
         return init, loss, batch
 
+    # io_paths empty: U and V are the two factors of one bilinear map, both hidden (no layer reads a raw
+    # input or produces the output on its own), so Muon orthogonalizes both
     return per_run_task(name, draw, make, steps=steps, eval_every=eval_every,
                         description=f"{rows}x{cols} rank-{rank} matrix completion (per-run M*), {observed:.0%} "
                                     f"observed, noise {noise:g}, factorisation rank {fit_rank}, batch {batch_size}")

@@ -38,6 +38,11 @@ class Encoder(nn.Module):
     vocab: int = 0            # > 0: integer tokens through an embedding; 0: real vectors through a Dense
     causal: bool = False
 
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """The input embedding (or projection) and the positions; the task's head lives outside."""
+        return ("Embed_0" if self.vocab else "Dense_0", "pos")
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = nn.Embed(self.vocab, self.d_model)(x) if self.vocab else nn.Dense(self.d_model)(x)
@@ -83,7 +88,8 @@ def modular_addition(name: str, p: int, train_fraction: float, d_model: int, lay
         h = encoder.apply({"params": params["encoder"]}, x)[:, -1]
         return softmax_cross_entropy(head.apply({"params": params["head"]}, h), y)
 
-    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every,
+    io_paths = tuple(f"encoder/{q}" for q in encoder.io_paths) + ("head",)
+    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every, io_paths=io_paths,
                 description=f"(a + b) mod {p}, {train_fraction:.0%} of pairs for training, transformer "
                             f"d{d_model}, {layers} layer(s), batch {batch_size}")
 
@@ -131,7 +137,8 @@ def icl_linreg(name: str, dim: int, points: int, d_model: int, layers: int, head
         pred = readout.apply({"params": params["readout"]}, h)[..., 0]
         return jnp.mean((pred - y) ** 2)
 
-    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every,
+    io_paths = tuple(f"encoder/{q}" for q in encoder.io_paths) + ("readout",)
+    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every, io_paths=io_paths,
                 description=f"in-context linear regression, d={dim}, {points} points per sequence, causal "
                             f"transformer d{d_model}, {layers} layers, batch {batch_size}")
 

@@ -52,6 +52,11 @@ class ConvNet(nn.Module):
     stages: Sequence[int] = (16, 32)
     num_classes: int = 10
 
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """The first convolution (on the raw pixels) and the head (two convolutions per stage before it)."""
+        return ("Dense_0", f"Dense_{2 * len(self.stages)}")
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = _images(x)
@@ -71,6 +76,11 @@ class ViT(nn.Module):
     heads: int = 4
     patch: int = 2
     num_classes: int = 10
+
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """Patch embedding, positions and head (the blocks' Dense layers are Block_i/Dense_j)."""
+        return ("Dense_0", "pos", "Dense_1")
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -106,6 +116,11 @@ class Mixer(nn.Module):
     patch: int = 2
     num_classes: int = 10
 
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """Patch embedding and head (the mixing MLPs are MixerBlock_i/Dense_j)."""
+        return ("Dense_0", "Dense_1")
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = nn.Dense(self.d_model)(_patch_tokens(x, self.patch))
@@ -121,6 +136,11 @@ class ResMLP(nn.Module):
     width: int = 128
     blocks: int = 4
     num_classes: int = 10
+
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """The stem and the head: two Dense per block between them."""
+        return ("Dense_0", f"Dense_{2 * self.blocks + 1}")
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -143,6 +163,14 @@ class VAE(nn.Module):
 
     hidden: int = 128
     latent: int = 8
+
+    @property
+    def io_paths(self) -> tuple[str, ...]:
+        """The encoder's first layer (on the pixels) and the decoder's last (pixel logits). flax names a Dense
+        when it is built, and the decoder's output Dense is built before the hidden one it is applied to, so
+        the output layer is Dense_2 and Dense_3 reads z. The posterior layer (Dense_1) and the decoder's
+        first layer (Dense_3) sit between encoder and decoder: hidden layers of the whole network."""
+        return ("Dense_0", "Dense_2")
 
     @nn.compact
     def __call__(self, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -181,7 +209,7 @@ def digits_vae(name: str, hidden: int, latent: int, batch_size: int, steps: int,
         kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean ** 2 - 1.0 - log_var, axis=-1)
         return jnp.mean(recon + kl) / x.shape[-1]
 
-    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every,
+    return Task(name, init, loss, batch, steps=steps, eval_every=eval_every, io_paths=model.io_paths,
                 description=f"digits VAE, MLP {hidden} hidden, latent {latent}, batch {batch_size}")
 
 

@@ -71,7 +71,7 @@ def _err(text: str) -> DSLError:
     ("optimizer a()\ng = 2\nreturn g", 2, 1, "cannot assign to input 'g'"),
     ("optimizer a()\nstate m = g\nm = m\nreturn m", 2, 11, "undefined variable 'g' in a state initializer"),
     ("optimizer a()\nstate m: matrix = 0\nreturn g", 2, 10, "expected a state kind"),
-    ("optimizer a()\nreturn g\nfallback sgd() when rank != 2", 3, 21, "expected a shape quantity"),
+    ("optimizer a()\nreturn g\nfallback sgd() when rank != 2", 3, 21, "expected a leaf quantity"),
     ("optimizer a()\nreturn g $ 2", 2, 10, "unexpected character '$'"),
     ("optimizer a()\nreturn g\nx = 1", 3, 1, "only a 'fallback' line may follow 'return'"),
     ("optimizer a()\nsqrt = g\nreturn sqrt", 2, 1, "reserved"),
@@ -81,6 +81,10 @@ def _err(text: str) -> DSLError:
     ("optimizer a(k = 2)\nreturn g\nfallback adamw(b1 = 0.9, b3 = k) when ndim != 2", 3, 26,
      "fallback adamw has no hyperparameter 'b3' (its hyperparameters: b1, b2, eps, wd)"),
     ("optimizer a()\nreturn g\nfallback sgd(lr = 1) when ndim != 2", 3, 14, "its hyperparameters: none"),
+    ("optimizer a()\nreturn g\nfallback sgd() when io == 2", 3, 27, "compare it with 0 or 1"),
+    ("optimizer a(k = 1)\nreturn g\nfallback sgd() when ndim != 2 or io >= k", 3, 40, "compare it with 0 or 1"),
+    ("optimizer a()\nio = g\nreturn io", 2, 1, "reserved"),
+    ("optimizer a(io_paths = 1)\nreturn g", 1, 13, "'io_paths' is reserved"),
 ])
 def test_errors_name_line_col(text, line, col, fragment):
     e = _err(text)
@@ -99,6 +103,13 @@ def test_fallback_predicate_roundtrip():
               "fallback adam(b1 = k / 4) when ndim != 2 or (numel < 10 and min_dim <= k)")
     assert p.fallback.name == "adam" and p.fallback.when.op == "or"
     assert parse(str(p)) == p
+
+
+def test_io_predicate_roundtrip_and_latex():
+    p = parse("optimizer a()\nreturn g\nfallback adam() when ndim != 2 or io == 1")
+    assert p.fallback.when.args[1].quantity == "io"
+    assert str(p).endswith("fallback adam() when ndim != 2 or io == 1\n") and parse(str(p)) == p
+    assert "io == 1" in metaopt.to_latex(p)
 
 
 def test_registry_is_the_single_source():

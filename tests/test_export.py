@@ -66,7 +66,7 @@ def test_exported_module_imports_only_jax_optax_stdlib():
     src = to_source(parse(PROGRAMS["mixed"]))
     mods = imported_modules(src)
     assert mods <= {"jax", "optax", "functools", "math", "typing"}, mods
-    assert "def mixed(learning_rate, b=0.9, lambda_=0.1)" in src
+    assert "def mixed(learning_rate, b=0.9, lambda_=0.1, io_paths=())" in src
     assert "def _adam_step(" in src   # the fallback program is inlined
     assert "m = b * m + (1 - b) * g" in src   # one readable line per statement
 

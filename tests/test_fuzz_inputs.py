@@ -22,7 +22,7 @@ import metaopt
 from metaopt.compile import to_optax
 from metaopt.config import ConfigError, load_config
 from metaopt.dsl import DSLError, ops, parse
-from metaopt.dsl.program import SHAPE_QUANTITIES, STATE_KINDS
+from metaopt.dsl.program import LEAF_QUANTITIES, STATE_KINDS
 from metaopt.evaluate.config import EvalConfig
 from metaopt.meta.config import MetaConfig
 from search.config import SearchConfig
@@ -63,7 +63,7 @@ def _char_mutation(rng: np.random.Generator, text: str, alphabet: str) -> str:
 
 PROGRAM_CHARS = "abcdefghijklmnopqrstuvwxyz_0123456789 +-*/^(),=:<>.#\n\t\r$é[]"
 OP_NAMES = [op.name for op in ops.all_ops()]
-SWAPPABLE = OP_NAMES + list(STATE_KINDS) + list(SHAPE_QUANTITIES)
+SWAPPABLE = OP_NAMES + list(STATE_KINDS) + list(LEAF_QUANTITIES)
 NUMBERS = ["1e999", "0", "1e-999", "00", "9" * 40, "1.", "-0"]
 
 
@@ -76,7 +76,7 @@ def mutate_program(rng: np.random.Generator, text: str, library: list[str]) -> t
     if kind == 1:   # a near-miss name: unknown op, undefined variable, unknown keyword ...
         m = _pick(rng, names)
         return text[:m.start()] + near_miss(rng, m.group()) + text[m.end():], "near-miss"
-    if kind == 2:   # a different op, state kind or shape quantity in place of one
+    if kind == 2:   # a different op, state kind or leaf quantity in place of one
         spots = [m for m in names if m.group() in SWAPPABLE]
         if spots:
             m = _pick(rng, spots)

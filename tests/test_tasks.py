@@ -197,6 +197,33 @@ def test_regression_data_split_and_conditioning():
     np.testing.assert_allclose(d.x_valid @ w, d.y_valid, atol=1e-3)
 
 
+# ---- input and output layers (Task.io_paths) ----------------------------------------------------
+
+SUITE_TASKS = sorted({n for names in tasks.SUITES.values() for n in names})
+# Suite tasks with weight matrices but no input/output layers: U and V of U V^T are both hidden factors.
+NO_IO_LAYERS = {"matrix_completion", "matrix_completion_quick"}
+# The 2-D io leaves of a few models whose layer numbering is not plain order (flax names a Dense when it is
+# built: the VAE's output Dense is built before the hidden layer it is applied to; ResMLP has 2 per block).
+IO_MATRICES = {"digits_vae": {(64, 128), (128, 64)}, "digits_resmlp": {(64, 128), (128, 10)},
+               "digits_convnet": {(9, 16), (128, 10)}, "digits_vit": {(4, 48), (16, 48), (48, 10)},
+               "lm_lstm_stdlib": {(98, 32), (128, 98)}, "modular_addition": {(48, 64), (3, 64), (64, 47)},
+               "icl_linreg": {(6, 48), (20, 48), (48, 1)}, "lm_transformer_stdlib": {(98, 96), (32, 96), (96, 98)}}
+
+
+@pytest.mark.parametrize("name", SUITE_TASKS)
+def test_io_paths_name_the_first_and_last_layers(name):
+    task = tasks.get(name)
+    flat = jax.tree_util.tree_flatten_with_path(jax.eval_shape(task.init, jax.random.PRNGKey(0)))[0]
+    leaves = {"/".join(str(k.key) for k in path): x.shape for path, x in flat}   # all dict keys here
+    under = {q: [p for p in leaves if p == q or p.startswith(q + "/")] for q in task.io_paths}
+    assert all(under.values()), f"{name}: io paths matching no leaf: {[q for q, v in under.items() if not v]}"
+    if any(len(s) == 2 for s in leaves.values()):
+        assert bool(task.io_paths) == (name not in NO_IO_LAYERS), (name, task.io_paths)
+    if name in IO_MATRICES:
+        io = {leaves[p] for ps in under.values() for p in ps}
+        assert {s for s in io if len(s) == 2} == IO_MATRICES[name], (name, io)
+
+
 # ---- families ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", tasks.TRAIN_FAMILIES)

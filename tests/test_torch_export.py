@@ -201,7 +201,7 @@ def test_signature_uses_the_programs_hyperparameters():
     import inspect
     sig = inspect.signature(load_class(library.get("adamw")).__init__)
     assert {k: v.default for k, v in sig.parameters.items() if k not in ("self", "params")} == \
-        {"lr": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "wd": 1e-4, "maximize": False}
+        {"lr": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "wd": 1e-4, "maximize": False, "io_params": ()}
 
 
 def test_an_op_without_torch_form_is_refused_by_name(monkeypatch):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from metaopt.dsl import ops
 from metaopt.dsl.errors import DSLError
-from metaopt.dsl.program import (COMPARATORS, SHAPE_QUANTITIES, STATE_KINDS, Assign, BoolOp, Call,
+from metaopt.dsl.program import (COMPARATORS, LEAF_QUANTITIES, STATE_KINDS, Assign, BoolOp, Call,
                                  Compare, Const, Expr, Fallback, Predicate, Program, StateDecl, Var)
 
 _TOKEN = re.compile(r"""
@@ -179,9 +179,9 @@ class _Line:
             p = self.predicate()
             self.expect(")")
             return p
-        t = self.name(f"a shape quantity ({', '.join(SHAPE_QUANTITIES)})")
-        if t.text not in SHAPE_QUANTITIES:
-            raise self.error(f"expected a shape quantity ({', '.join(SHAPE_QUANTITIES)}), found {t.text!r}", t)
+        t = self.name(f"a leaf quantity ({', '.join(LEAF_QUANTITIES)})")
+        if t.text not in LEAF_QUANTITIES:
+            raise self.error(f"expected a leaf quantity ({', '.join(LEAF_QUANTITIES)}), found {t.text!r}", t)
         c = self.tok
         if c.text not in COMPARATORS or c.kind != "op":
             raise self.error(f"expected a comparison ({' '.join(COMPARATORS)}), found {self._found()}")

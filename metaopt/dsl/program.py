@@ -15,7 +15,10 @@ from metaopt.dsl import ops
 INPUTS = ("g", "w", "t", "loss", "lr")
 INPUT_KINDS = {"g": "tensor", "w": "tensor", "t": "const", "loss": "global", "lr": "const"}
 STATE_KINDS = ("tensor", "scalar", "global", "row", "col")
-SHAPE_QUANTITIES = ("ndim", "numel", "min_dim")
+# What a fallback predicate can see of a leaf: its static shape (ndim, numel, min_dim) and ``io``, 1 for a leaf
+# of the model's input or output layers (embeddings, the first layer, the head: the leaves under the io paths
+# the optimizer was given, e.g. a task's ``Task.io_paths``), else 0. Muon's authors keep those on AdamW.
+LEAF_QUANTITIES = ("ndim", "numel", "min_dim", "io")
 COMPARATORS = ("==", "!=", "<=", ">=", "<", ">")
 KEYWORDS = ("optimizer", "state", "return", "fallback", "when", "and", "or")
 
@@ -62,8 +65,8 @@ class Assign:
 
 @dataclass(frozen=True)
 class Compare:
-    """``quantity cmp rhs`` over a leaf's static shape, e.g. ``ndim != 2``."""
-    quantity: str      # one of SHAPE_QUANTITIES
+    """``quantity cmp rhs`` over what is static about a leaf, e.g. ``ndim != 2`` or ``io == 1``."""
+    quantity: str      # one of LEAF_QUANTITIES
     cmp: str           # one of COMPARATORS
     rhs: Expr          # Const or a hyperparameter Var
     pos: Pos = field(**_POS)

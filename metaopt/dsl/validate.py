@@ -17,7 +17,7 @@ from pathlib import Path
 from metaopt.dsl import ops
 from metaopt.dsl.errors import DSLError
 from metaopt.dsl.parser import parse_unvalidated
-from metaopt.dsl.program import (INPUT_KINDS, INPUTS, KEYWORDS, SHAPE_QUANTITIES, BoolOp, Call, Compare,
+from metaopt.dsl.program import (INPUT_KINDS, INPUTS, KEYWORDS, LEAF_QUANTITIES, BoolOp, Call, Compare,
                                  Const, Expr, Predicate, Program, Var, walk)
 
 
@@ -81,8 +81,8 @@ class _Checker:
             raise self.error(e.pos, str(err)) from None
 
     def name_ok(self, name: str, pos, what: str) -> None:
-        if name in KEYWORDS or ops.exists(name) or name in SHAPE_QUANTITIES:
-            raise self.error(pos, f"{what} name {name!r} is reserved (a keyword, op or shape quantity)")
+        if name in KEYWORDS or ops.exists(name) or name in LEAF_QUANTITIES:
+            raise self.error(pos, f"{what} name {name!r} is reserved (a keyword, op or leaf quantity)")
 
     def run(self) -> None:
         p = self.p
@@ -92,6 +92,8 @@ class _Checker:
         for n in hp_names:
             if n in INPUTS or n in seen:
                 raise self.error(hp_pos.get(n), f"hyperparameter {n!r} {'is an input' if n in INPUTS else 'repeated'}")
+            if n == "io_paths":   # to_optax's own keyword (which leaves are input/output layers)
+                raise self.error(hp_pos.get(n), "hyperparameter name 'io_paths' is reserved (to_optax's io_paths=)")
             self.name_ok(n, hp_pos.get(n), "hyperparameter")
             seen.add(n)
         const_env = {n: "const" for n in hp_names}
@@ -205,6 +207,10 @@ class _Checker:
                 out |= self.predicate(a, const_env)
             return out
         assert isinstance(q, Compare)
+        # io is a 0/1 flag: a comparison with anything else (a hyperparameter, 0.5, 2) is almost surely a slip
+        if q.quantity == "io" and not (isinstance(q.rhs, Const) and q.rhs.value in (0, 1)):
+            raise self.error(q.rhs.pos or q.pos, "io is 1 for a leaf of the input/output layers, else 0: "
+                                                 "compare it with 0 or 1 (e.g. `io == 1`)")
         if isinstance(q.rhs, Var):
             if q.rhs.name not in const_env:
                 raise self.error(q.rhs.pos, f"undefined hyperparameter {q.rhs.name!r} in the fallback predicate")
