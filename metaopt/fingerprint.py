@@ -33,14 +33,20 @@ DIGITS = 4
 BUCKETS = ((16, 40), (40, 96), (96, 224))
 
 
-@functools.lru_cache(maxsize=1)
-def _inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=4)
+def _inputs(steps: int = STEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The probe inputs: ``w0 [N]``, ``grads [steps, N]``, ``losses [steps]``. Longer probes (``steps >
+    STEPS``, for ``search.novelty``) extend the fingerprint's own: their first ``STEPS`` steps are these."""
     rng = np.random.default_rng(20240229)
     n = sum(int(np.prod(s)) for s in SHAPES)
     w0 = rng.standard_normal(n).astype(np.float32)
     grads = rng.standard_normal((STEPS, n)).astype(np.float32)
     losses = rng.uniform(0.5, 2.0, STEPS).astype(np.float32)
-    return w0, grads, losses
+    if steps > STEPS:
+        more = np.random.default_rng(20240301)
+        grads = np.concatenate([grads, more.standard_normal((steps - STEPS, n)).astype(np.float32)])
+        losses = np.concatenate([losses, more.uniform(0.5, 2.0, steps - STEPS).astype(np.float32)])
+    return w0, grads[:steps], losses[:steps]
 
 
 def digest(updates: np.ndarray) -> str:
@@ -50,10 +56,10 @@ def digest(updates: np.ndarray) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _compiled_updates(program: Program) -> np.ndarray:
+def _compiled_updates(program: Program, steps: int = STEPS) -> np.ndarray:
     """Updates of ``program`` on the fixed inputs through ``to_optax`` (for programs the interpreter
     cannot encode)."""
-    w0, grads, losses = _inputs()
+    w0, grads, losses = _inputs(steps)
     sizes = [int(np.prod(s)) for s in SHAPES]
     split = lambda v: [jnp.asarray(x).reshape(s) for x, s in zip(np.split(v, np.cumsum(sizes)[:-1]), SHAPES)]
     opt = to_optax(program, learning_rate=LR)
@@ -69,10 +75,13 @@ def _compiled_updates(program: Program) -> np.ndarray:
     return np.stack(out)
 
 
-def fingerprints(programs: Sequence[Program]) -> list[str]:
-    """Fingerprints of many programs; the encodable ones share one batched evaluation per bucket."""
-    w0, grads, losses = _inputs()
-    out: list[str | None] = [None] * len(programs)
+def probe_updates(programs: Sequence[Program], steps: int = STEPS, min_batch: int = 1) -> list[np.ndarray]:
+    """Each program's updates ``[steps, N]`` on the fixed probe inputs (``N``: the leaves' sizes, flat), the
+    encodable ones in one batched evaluation per bucket (padded to a power of two, at least ``min_batch``).
+    A program that cannot run at all gives ``[nan]``. The fingerprint hashes these (``steps = STEPS``);
+    ``search.novelty`` measures distances between them."""
+    w0, grads, losses = _inputs(steps)
+    out: list[np.ndarray | None] = [None] * len(programs)
     groups: dict[tuple[int, int], list[tuple[int, object]]] = {}
     for i, p in enumerate(programs):
         for bucket in BUCKETS:
@@ -86,16 +95,21 @@ def fingerprints(programs: Sequence[Program]) -> list[str]:
     encoded = {i for g in groups.values() for i, _ in g}
     for bucket, members in groups.items():
         # Pad the population to a power of two so search's varying batch sizes reuse compilations.
-        size = 1 << (len(members) - 1).bit_length()
+        size = max(min_batch, 1 << (len(members) - 1).bit_length())
         encs = [e for _, e in members]
         encs += [encs[0]] * (size - len(encs))
         us = np.asarray(run_updates(stack(encs), SHAPES, w0, grads, losses, LR))
         for k, (i, _) in enumerate(members):
-            out[i] = digest(us[k])
+            out[i] = us[k]
     for i, p in enumerate(programs):
         if i not in encoded:
-            out[i] = digest(_compiled_updates(p))
+            out[i] = _compiled_updates(p, steps)
     return out  # type: ignore[return-value]
+
+
+def fingerprints(programs: Sequence[Program]) -> list[str]:
+    """Fingerprints of many programs; the encodable ones share one batched evaluation per bucket."""
+    return [digest(u) for u in probe_updates(programs)]
 
 
 def fingerprint(program: Program) -> str:

@@ -6,10 +6,12 @@ the command-line overrides (``--init``, ``--address``), which are written back i
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Literal, Optional
 
 from metaopt import library
 from metaopt.config import FieldError, at_least, check_name, load_config
+from metaopt.dsl import DSLError, Program, parse
 from metaopt.dsl.program import INPUTS
 from metaopt.evaluate.config import check_specs, check_tasks
 
@@ -90,6 +92,53 @@ class FunnelConfig:
 
 
 @dataclasses.dataclass
+class HurdleConfig:
+    """AutoML-Zero's hurdles (Real, Liang, So & Le, "AutoML-Zero", ICML 2020, sec. 4.2): a cheap first
+    stage of judging. A child is trained on ``tasks`` (default: the first ``count`` search tasks) for
+    ``steps`` steps at ``grid_factors`` x its parent's best rate on each task (so every individual carries
+    its rate, refined from generation to generation); it goes on to the full search stage only if its
+    hurdle fitness is better than ``percentile``% of the last ``window`` hurdle results (75: AutoML-Zero's
+    choice). Until ``min_window`` results exist every child passes. The hurdle reads search tasks only."""
+
+    enabled: bool = False
+    tasks: list[str] = dataclasses.field(default_factory=list)
+    count: int = 1
+    steps: int = 50
+    percentile: float = 75.0
+    window: int = 100
+    min_window: int = 10
+    grid_factors: list[float] = dataclasses.field(default_factory=lambda: [1 / 3, 1.0, 3.0])
+
+    def __post_init__(self) -> None:
+        check_tasks("suite", "train", "tasks", self.tasks)
+        check_role("suite", "train", "tasks", self.tasks, refused=("validation", *FINAL_SUITES),
+                   why="the hurdle is part of search fitness, which never reads model-selection or held-out tasks")
+        at_least("count", self.count, 1)
+        at_least("steps", self.steps, 1)
+        if not 0.0 < self.percentile < 100.0:
+            raise FieldError("percentile", f"must be in (0, 100), got {self.percentile!r}")
+        at_least("min_window", self.min_window, 1)
+        at_least("window", self.window, self.min_window)
+        if not self.grid_factors:
+            raise FieldError("grid_factors", "must be a non-empty list of positive factors")
+        for i, f in enumerate(self.grid_factors):
+            if not f > 0:
+                raise FieldError(("grid_factors", i), f"a rate factor must be > 0, got {f!r}")
+
+
+@dataclasses.dataclass
+class RestartConfig:
+    """Chen et al. 2023 (Lion), sec. 2.2: when an island's best fitness has not improved for ``plateau``
+    evaluations, its population is re-seeded from the best program it has found (every member a copy of it)."""
+
+    enabled: bool = False
+    plateau: int = 500
+
+    def __post_init__(self) -> None:
+        at_least("plateau", self.plateau, 1)
+
+
+@dataclasses.dataclass
 class BudgetConfig:
     """The search stops at whichever limit it reaches first (at least one must be set)."""
 
@@ -136,14 +185,19 @@ class SearchConfig:
     inflight_per_worker: int = 2      # batches queued per worker so none idles between results
     checkpoint_every: int = 50        # evaluations between atomic checkpoints
     seed: int = 0
-    init: str = "minimal"             # "minimal" (`return g`) or a library program name
+    init: str = "minimal"             # "minimal" (`return g`), a library program name, or a .opt file path
     backend: Literal["auto", "interpreter", "compile"] = "auto"   # auto: the interpreter
     max_batch_retries: int = 2        # a batch whose worker died this often is judged worst
     max_state_vars: int = 3
     top_programs: int = 5             # how many best programs are exported to runs/NAME/best/
+    islands: int = 1                  # independent populations (each of `population`) in one driver
+    migrate_every: int = 500          # evaluations between migrations (the best of island i replaces a
+                                      # random member of island i+1)
     tasks: TasksConfig = dataclasses.field(default_factory=TasksConfig)
     funnel: FunnelConfig = dataclasses.field(default_factory=FunnelConfig)
     heldout: HeldoutConfig = dataclasses.field(default_factory=HeldoutConfig)
+    hurdle: HurdleConfig = dataclasses.field(default_factory=HurdleConfig)
+    restart: RestartConfig = dataclasses.field(default_factory=RestartConfig)
 
     def __post_init__(self) -> None:
         at_least("population", self.population, 2)
@@ -159,9 +213,32 @@ class SearchConfig:
         at_least("max_batch_retries", self.max_batch_retries, 0)
         at_least("max_state_vars", self.max_state_vars, 0)
         at_least("top_programs", self.top_programs, 1)
-        if self.init != "minimal":
+        at_least("islands", self.islands, 1)
+        at_least("migrate_every", self.migrate_every, 1)
+        if is_init_file(self.init):
+            read_init_file(self.init)      # a missing or malformed file fails here, not in the driver
+        elif self.init != "minimal":
             check_name("init", self.init, ["minimal"] + library.names(), "initial program",
-                       "`minimal` or a library optimizer, see `metaopt list`")
+                       "`minimal`, a library optimizer (see `metaopt list`) or a path to a .opt file")
+
+
+def is_init_file(init: str) -> bool:
+    """Whether ``init`` names a program file (``*.opt`` or a path) rather than ``minimal``/a library name."""
+    return init.endswith(".opt") or os.sep in init or (os.altsep is not None and os.altsep in init)
+
+
+def read_init_file(path: str) -> Program:
+    """The program in the ``.opt`` file ``path`` (``--init path/to/rule.opt``); a missing file or a DSL
+    error is a :class:`FieldError` on ``init`` naming the file (and, for DSL errors, its line)."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as e:
+        raise FieldError("init", f"cannot read the initial program file {path!r}: {e.strerror or e}") from None
+    try:
+        return parse(text, path)
+    except DSLError as e:
+        raise FieldError("init", f"the initial program file does not parse: {e}") from None
 
 
 def load_search_config(path: str, overrides: dict | None = None) -> SearchConfig:

@@ -40,10 +40,11 @@ class Job:
     """A batch of candidates for one stage, or of baseline tunings."""
 
     id: int
-    stage: str                 # "search", "funnel" or "baseline"
+    stage: str                 # "hurdle", "search", "funnel" or "baseline"
     texts: list                # program texts (or baseline items)
     keys: list = dataclasses.field(default_factory=list)   # the driver's fingerprints for `texts`
     attempts: int = 0
+    centres: list = dataclasses.field(default_factory=list)  # hurdle: per text, {task: centre rate}
 
 
 def failed_results(job: Job, error: str) -> list[dict]:
@@ -76,7 +77,7 @@ class LocalPool:
             return []
         job = self._queue.pop(0)
         try:
-            return [(job, run_job(self._cfg, self._judges, job.stage, job.texts))]
+            return [(job, run_job(self._cfg, self._judges, job.stage, job.texts, job.centres))]
         except Exception as e:   # a bug in one batch must not end the search
             return [(job, failed_results(job, f"{type(e).__name__}: {e}"))]
 
@@ -91,9 +92,9 @@ class _Worker:
         self._cfg = cfg
         self._judges: dict[str, Any] = {}
 
-    def evaluate(self, stage: str, texts: list) -> list:
+    def evaluate(self, stage: str, texts: list, centres: list | None = None) -> list:
         from search.judge import run_job
-        return run_job(self._cfg, self._judges, stage, texts)
+        return run_job(self._cfg, self._judges, stage, texts, centres)
 
     def pid(self) -> int:
         return os.getpid()
@@ -141,7 +142,7 @@ class RayPool:
 
     def submit(self, job: Job) -> None:
         i = self._pick(job.stage)
-        ref = self.workers[i].evaluate.remote(job.stage, job.texts)
+        ref = self.workers[i].evaluate.remote(job.stage, job.texts, job.centres)
         self._refs[ref] = (job, i, self._generation[i])
         self._stages[i].add(job.stage)
 
@@ -200,6 +201,14 @@ class RayPool:
             except Exception:
                 pass
         self._refs.clear()
+
+
+def make_pool(cfg: Any, address: str | None = None):
+    """``workers: 0`` judges in-process; otherwise Ray actors (local Ray, or the cluster at ``address``)."""
+    if cfg.workers == 0:
+        return LocalPool(cfg)
+    init_ray(address, num_cpus=None if address else max(cfg.workers, os.cpu_count() or 1))
+    return RayPool(cfg, cfg.workers, cfg.inflight_per_worker, cfg.max_batch_retries)
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:

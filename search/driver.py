@@ -1,62 +1,58 @@
 """The search driver: asynchronous steady-state regularized evolution over a worker pool.
 
-The driver owns the population, the fingerprint cache, the funnel queue and the checkpoints; workers
-only judge. Loop: keep every worker ``inflight_per_worker`` batches deep (breeding each batch from the
-population as it is *now*), wait for any batch (``ray.wait``), fold its candidates into the population
-(the oldest leave), queue funnel candidates, checkpoint every ``checkpoint_every`` evaluations.
+The driver owns the islands (populations), the fingerprint cache, the stage queues and the checkpoints;
+workers only judge. Loop: keep every worker ``inflight_per_worker`` batches deep (breeding each batch from
+one island, round robin, as it is *now*), wait for any batch (``ray.wait``), fold its candidates into their
+island (the oldest leave), queue funnel candidates, checkpoint every ``checkpoint_every`` evaluations.
 
-* **Fingerprint cache** — a child whose fingerprint was judged before takes the cached fitness at once
-  and never reaches a worker (Chen et al. 2023 report most mutants are redundant).
-* **Funnel** — a candidate in the top ``funnel.fraction`` of everything judged is re-judged on
-  the ``validation`` suite's tasks (``funnel.suite``) with other seeds; only funnel-judged programs may be reported
-  best (Lion's defence against meta-overfitting to the cheap proxy).
+* **Fingerprint cache** — the child's fingerprint is taken when it is bred, before any judging: a child
+  whose fingerprint was judged (or is being judged) takes the cached fitness at once and never reaches a
+  worker (Chen et al. 2023 report most mutants are redundant). One cache serves every island.
+* **Hurdles** (``hurdle.enabled``; AutoML-Zero) — a child is first judged on the cheap ``hurdle`` stage at
+  3 rates around its parent's best rate; only those beating ``percentile``% of the recent hurdle results
+  go on to the ``search`` stage (queued, judged in full batches). Failures keep a fitness above every
+  full-stage one (``search.fitness.hurdle_failed_fitness``). The initial program skips the hurdle.
+* **Islands, restarts** — ``islands`` populations; every ``migrate_every`` evaluations each island's best
+  replaces a random member of the next; an island whose best has not improved for ``restart.plateau``
+  evaluations is re-seeded from that best (Chen et al. 2023).
+* **Funnel** — a candidate in the top ``funnel.fraction`` of the full-stage judgings (when judged and when
+  its batch goes out) is re-judged on the ``validation`` suite's tasks with other seeds; only funnel-judged
+  programs are reported best (Lion's guard against meta-overfitting), so before the run ends the best
+  others are funnel-judged until ``top_programs`` are (the selection stage).
 * **Baselines** — AdamW and SGD tuned per task and stage once, exactly as candidates are tuned (the
-  stage's rate grid, seeds and keys), as pool jobs, cached in ``baselines.json``
-  (and in ``../.baselines/`` beside the run directory, for other runs with the same settings).
+  stage's rate grid, seeds and keys), as pool jobs (``search.judge.compute_baselines``).
 """
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Optional
 
-from metaopt.io import atomic_write_json
-from metaopt.progress import Ticker, progress_bar
 from metaopt.provenance import write_provenance
 from search import programs
-from search.distributed import Job, LocalPool, RayPool, init_ray
-from search.evolution import Individual, RegularizedEvolution
-from search.fitness import WORST_FITNESS, baseline_factories, candidate_fitness, failed_fitness, references
-from search.judge import stage_specs
+from search.config import is_init_file, read_init_file
+from search.distributed import Job, make_pool
+from search.evolution import Individual, Island, RegularizedEvolution, migrate
+from search.fitness import (WORST_FITNESS, HurdleGate, candidate_fitness, failed_fitness, hurdle_failed_fitness,
+                            references)
+from search.judge import baseline_signature, check_encodable, compute_baselines, hurdle_centres, stage_specs
 from search.mutate import default_space, mutate
 from search.state import SearchState
 
-BASELINES_FILE = "baselines.json"
 Callback = Callable[["SearchDriver"], None]
 
 
-def make_pool(cfg: Any, address: Optional[str] = None):
-    """``workers: 0`` judges in-process; otherwise Ray actors (local Ray, or the cluster at ``address``)."""
-    if cfg.workers == 0:
-        return LocalPool(cfg)
-    init_ray(address, num_cpus=None if address else max(cfg.workers, os.cpu_count() or 1))
-    return RayPool(cfg, cfg.workers, cfg.inflight_per_worker, cfg.max_batch_retries)
+@dataclasses.dataclass
+class _Pending:
+    """A bred child not yet given its fitness (being judged, or queued for the next stage)."""
 
-
-def _check_encodable(program: Any, cfg: Any) -> None:
-    """Fail fast when the interpreter cannot hold the initial program (every child would start from
-    a worst-fitness parent): e.g. ``--init adamw`` needs max_len >= 14 and n_registers >= 26."""
-    if cfg.backend == "compile":
-        return
-    from metaopt.interpret import EncodingError, encode
-    try:
-        encode(program, cfg.max_len, cfg.n_registers)
-    except EncodingError as e:
-        raise ValueError(f"initial program {cfg.init!r} does not fit the interpreter ({e}); raise max_len "
-                         f"/ n_registers in the config") from None
+    text: str
+    parent: str
+    mutation: str
+    island: int
+    hurdle: Optional[dict] = None      # its hurdle result, once it has passed
 
 
 class SearchDriver:
@@ -67,95 +63,61 @@ class SearchDriver:
                  address: Optional[str] = None, log: Callable[[str], None] = print, progress: bool = True):
         self.cfg, self.run_dir, self.log, self.progress = cfg, run_dir, log, progress
         os.makedirs(run_dir, exist_ok=True)
-        self.state = SearchState.load(run_dir) if SearchState.exists(run_dir) else SearchState(seed=cfg.seed)
         self.resumed = SearchState.exists(run_dir)
-        self.evolution = RegularizedEvolution(cfg.population, cfg.tournament, self.state.population)
+        self.state = SearchState.load(run_dir) if self.resumed else SearchState(seed=cfg.seed)
+        self.state.selection = "funnel" if cfg.funnel.enabled else "search"
+        # The config decides the sizes: saved islands are rebuilt with it (a version-1 state is island 0).
+        self.islands = [isl.resized(cfg.population, cfg.tournament) for isl in self.state.islands[:cfg.islands]]
+        self.islands += [Island(RegularizedEvolution(cfg.population, cfg.tournament))
+                         for _ in range(cfg.islands - len(self.islands))]
+        self.state.islands = self.islands
+        self.specs = stage_specs(cfg)
+        h = cfg.hurdle
+        self.gate = HurdleGate(h.percentile, h.window, h.min_window, self.state.hurdle_window) if h.enabled else None
         self.space = default_space(cfg.max_len, cfg.max_state_vars)
         # Ray first: it spawns processes, which should happen before JAX (fingerprints) starts threads.
         if pool is None and cfg.workers:
             self.log(f"search: starting {cfg.workers} Ray worker(s)" + (f" on {address}" if address else ""))
         self.pool = pool if pool is not None else make_pool(cfg, address)
-        self.init_program = programs.simplify(programs.initial_program(cfg.init))
+        self.init_program = programs.simplify(read_init_file(cfg.init) if is_init_file(cfg.init)
+                                              else programs.initial_program(cfg.init))
         self.init_fp = programs.fingerprint(self.init_program)
         self.provenance = write_provenance(run_dir)   # JAX runs here now (fingerprints): ask it for devices
-        _check_encodable(self.init_program, cfg)
+        check_encodable(self.init_program, cfg)
         self.callbacks = callbacks
         self.baselines: dict = {}
         self._references: dict = {}
         self._parsed: dict[str, Any] = {self.init_fp: self.init_program}
-        self._pending: dict[str, tuple[str, str, str]] = {}   # fp -> (text, parent fp, mutation)
+        self._pending: dict[str, _Pending] = {}
+        self._full_queue: list[str] = []          # passed the hurdle, waiting for the search stage
         self._funnel_queue: list[str] = []
         self._funnel_pending: set[str] = set()
-        self._sorted = sorted(r["fitness"] for r in self.state.judged.values())
+        self._selected: set[str] = set()          # queued by the selection stage (kept even if not in the top)
+        # Full-stage fitnesses (hurdle failures left out): the funnel takes a fraction of these.
+        self._sorted = sorted(r["fitness"] for r in self.state.judged.values() if r.get("stage") != "hurdle")
         self._jobs = 0
+        self._island_turn = 0
         self.session_start = time.monotonic()
         self.session_evals = 0
         self._t0 = time.monotonic() - self.state.elapsed
 
+    @property
+    def evolution(self) -> RegularizedEvolution:
+        """The population (one island), or a read-only view of every island's members (for the monitor)."""
+        if len(self.islands) == 1:
+            return self.islands[0].evolution
+        return RegularizedEvolution(self.cfg.population * len(self.islands), self.cfg.tournament,
+                                    self.state.population)
+
     # --- baselines --------------------------------------------------------------------------------
     def _baseline_signature(self) -> dict:
-        specs = stage_specs(self.cfg)
-        if not self.cfg.funnel.enabled:
-            del specs["funnel"]
-        # "tuning"/"scoring" name the procedure: records made before speedup scoring lack the curves.
-        return {"stages": {k: {"tasks": list(v.tasks), "steps": list(v.steps), "eval_every": list(v.eval_every),
-                               "seeds": v.seeds, "seed": v.seed, "grid": list(v.lr_grid)}
-                           for k, v in specs.items()},
-                "tuning": "same-as-candidates", "scoring": "speedup"}
+        return baseline_signature(self.cfg)
 
     def compute_baselines(self) -> dict:
-        """``{stage: {optimizer: {task: {"loss", "lr", "grid"}}}}``, from ``baselines.json`` when it matches."""
-        path = os.path.join(self.run_dir, BASELINES_FILE)
-        sig = self._baseline_signature()
-        # Also shared between runs beside this one (runs/.baselines/<hash>.json): a second search with
-        # the same tasks, steps, seeds and grid (say, another --init) need not tune AdamW again.
-        digest = hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
-        shared = os.path.join(os.path.dirname(os.path.abspath(self.run_dir)), ".baselines", f"{digest}.json")
-        for candidate in (path, shared):
-            if os.path.exists(candidate):
-                with open(candidate) as fh:
-                    cached = json.load(fh)
-                if cached.get("signature") == sig:
-                    self.baselines, self._references = cached["baselines"], {}
-                    if candidate != path:
-                        atomic_write_json(path, cached)
-                    return self.baselines
-        specs = stage_specs(self.cfg)
-        stages = ["search"] + (["funnel"] if self.cfg.funnel.enabled else [])
-        items = [f"{stage}/{opt}/{task}" for stage in stages for opt in baseline_factories()
-                 for task in specs[stage].tasks]
-        self.log(f"search: tuning {len(items)} baselines (AdamW, SGD per task and stage) on "
-                 f"{len(self.cfg.tasks.lr_grid)} rates, as candidates; cached in {path}")
-        t = time.monotonic()
-        out: dict = {}
-        queue = list(items)
-        remaining = len(items)
-        # One bar item per baseline; each is a whole tuning on a worker, so the ticker keeps the clock moving.
-        bar = progress_bar(len(items), "baselines", unit="tuning", enabled=self.progress,
-                           postfix=f"tuning {min(len(items), self.pool.capacity())} at a time")
-        try:
-            with Ticker(bar):
-                while remaining:
-                    while queue and self.pool.capacity() > 0:
-                        item = queue.pop(0)
-                        self.pool.submit(Job(self._next_id(), "baseline", [item]))
-                    for job, results in self.pool.wait():
-                        stage, opt, task = job.texts[0].split("/", 2)
-                        res = results[0]
-                        if "loss" not in res:
-                            raise RuntimeError(f"baseline {job.texts[0]} failed: {res['error']}")
-                        out.setdefault(stage, {}).setdefault(opt, {})[task] = res
-                        remaining -= 1
-                        bar.set_postfix_str(f"{job.texts[0]}: lr {res['lr']:.3g}, loss {res['loss']:.4g}",
-                                            refresh=False)
-                        bar.update(1)
-        finally:
-            bar.close()
-        self.baselines, self._references = out, {}
-        atomic_write_json(path, {"signature": sig, "baselines": out})
-        atomic_write_json(shared, {"signature": sig, "baselines": out})
-        self.log(f"search: baselines done in {time.monotonic() - t:.0f} s")
-        return out
+        """``{stage: {optimizer: {task: record}}}`` (``search.judge.compute_baselines``)."""
+        self.baselines = compute_baselines(self.cfg, self.pool, self.run_dir, self._next_id, self.log, self.progress)
+        self._references = {}
+        return self.baselines
 
     def reference(self, stage: str, opt: str = "adamw") -> dict:
         """``{task: scoring.Reference}`` of the tuned ``opt`` on ``stage`` (computed once)."""
@@ -175,91 +137,179 @@ class SearchDriver:
             p = self._parsed[fp] = programs.parse(text)
         return p
 
-    def _parent(self) -> tuple[str, Any]:
-        rng = self.state.rng
-        if not self.evolution.full:
+    def _parent(self, island: Island) -> tuple[str, Any]:
+        rng, evo = self.state.rng, island.evolution
+        if not evo.full:
             # Filling up: mutants of the initial program and of what has joined so far.
-            k = int(rng.integers(len(self.evolution) + 1))
-            if k == len(self.evolution):
+            k = int(rng.integers(len(evo) + 1))
+            if k == len(evo):
                 return self.init_fp, self.init_program
-            m = self.evolution.members[k]
+            m = evo.members[k]
         else:
-            m = self.evolution.select_parent(rng)
+            m = evo.select_parent(rng)
         return m.fingerprint, self._program(m.fingerprint, m.text)
 
     def _breed(self, n: int) -> Job | None:
-        """Up to ``n`` new (never judged, not in flight) children; cached ones join the population now."""
-        texts, keys = [], []
-        st = self.state
+        """Up to ``n`` new (never judged, not pending) children of the next island; cached ones join it now."""
+        st, hurdle = self.state, self.gate is not None
+        i = self._island_turn
+        self._island_turn = (i + 1) % len(self.islands)
+        island = self.islands[i]
+        texts, keys, centres = [], [], []
         if self.init_fp not in st.judged and self.init_fp not in self._pending:
-            self._pending[self.init_fp] = (programs.text(self.init_program), "", "init")
-            texts.append(programs.text(self.init_program))
-            keys.append(self.init_fp)
+            self._pending[self.init_fp] = _Pending(programs.text(self.init_program), "", "init", i)
+            if hurdle:     # it has no parent rate to centre on: straight to the search stage
+                self._full_queue.append(self.init_fp)
+            else:
+                texts.append(programs.text(self.init_program))
+                keys.append(self.init_fp)
         for _ in range(n * 20):     # bounded: a region of the space may be exhausted
             if len(texts) >= n:
                 break
-            parent_fp, parent = self._parent()
+            parent_fp, parent = self._parent(island)
             child, kind = mutate(parent, st.rng, self.space)
-            fp = programs.fingerprint(child)
+            fp = programs.fingerprint(child)     # before any judging: equal children never reach a worker
             st.counters["children"] += 1
             if fp in st.judged:
                 st.counters["cache_hits"] += 1
                 rec = st.judged[fp]
-                self.evolution.add(Individual(rec["text"], fp, rec["fitness"], st.counters["children"]))
+                ind = Individual(rec["text"], fp, rec["fitness"], st.counters["children"])
+                island.evolution.add(ind)
+                island.observe(ind, evaluated=False)
                 continue
             if fp in self._pending:
                 st.counters["cache_hits"] += 1
                 continue
             text = programs.text(child)
             self._parsed[fp] = child
-            self._pending[fp] = (text, parent_fp, kind)
+            self._pending[fp] = _Pending(text, parent_fp, kind, i)
             texts.append(text)
             keys.append(fp)
-        return Job(self._next_id(), "search", texts, keys) if texts else None
+            if hurdle:
+                centres.append(hurdle_centres(self.specs["hurdle"], st.judged.get(parent_fp),
+                                              self.baselines["hurdle"]["adamw"], self.cfg.tasks.lr_grid))
+        if not texts:
+            return None
+        return Job(self._next_id(), "hurdle" if hurdle else "search", texts, keys, centres=centres)
 
     # --- ingesting results ------------------------------------------------------------------------
-    def _ingest_search(self, job: Job, results: list[dict]) -> None:
+    def _cost(self, stage: str, res: dict) -> None:
+        """One candidate's cost at ``stage``: its trainings (tasks x rates x seeds) and worker seconds."""
+        spec = self.specs[stage]
+        rates = len(spec.factors) or len(spec.lr_grid)
+        c = self.state.counters
+        c[f"trainings_{stage}"] += len(spec.tasks) * rates * spec.seeds
+        c[f"seconds_{stage}"] += float(res.get("seconds", 0.0))
+
+    def _fitness(self, stage: str, res: dict) -> tuple[float, dict]:
+        ref = self.reference(stage)
+        return failed_fitness(ref) if res.get("error") else candidate_fitness(res["curves"], ref)
+
+    def _finalize(self, fp: str, fitness: float, scores: dict, res: dict, stage: str) -> None:
+        """``fp`` has its fitness (from ``stage``): record it, add it to its island, maybe funnel it."""
         st = self.state
-        ref = self.reference("search")
-        for fp, text, res in zip(job.keys, job.texts, results):
-            _, parent, kind = self._pending.pop(fp, ("", "", ""))
-            fitness, scores = failed_fitness(ref) if res.get("error") else candidate_fitness(res["curves"], ref)
-            st.counters["evaluations"] += 1
-            # failed: could not run, or diverged at every rate on some task (not merely slow: that scores 1/4)
-            st.counters["failures"] += bool(res.get("error")) or None in res["curves"].values()
-            self.session_evals += 1
-            st.judged[fp] = {"text": text, "fitness": fitness, "scores": scores, "losses": res["losses"],
-                             "lrs": res["lrs"],
-                             "error": res.get("error"), "order": st.counters["evaluations"],
-                             "parent": parent, "mutation": kind}
+        pend = self._pending.pop(fp)
+        st.counters["evaluations"] += 1
+        # failed: could not run, or diverged at every rate on some task (not merely slow: that scores 1/4)
+        st.counters["failures"] += bool(res.get("error")) or None in res["curves"].values()
+        self.session_evals += 1
+        st.judged[fp] = {"text": pend.text, "fitness": fitness, "scores": scores, "losses": res["losses"],
+                         "lrs": res["lrs"], "error": res.get("error"), "order": st.counters["evaluations"],
+                         "parent": pend.parent, "mutation": pend.mutation, "stage": stage,
+                         "island": pend.island, "hurdle": pend.hurdle}
+        island = self.islands[pend.island]
+        ind = Individual(pend.text, fp, fitness, st.counters["children"])
+        island.evolution.add(ind)
+        island.observe(ind)
+        if stage != "hurdle":
             bisect.insort(self._sorted, fitness)
-            self.evolution.add(Individual(text, fp, fitness, st.counters["children"]))
             self._maybe_funnel(fp, fitness)
+        r = self.cfg.restart
+        if r.enabled and island.plateaued(r.plateau):
+            island.reseed(st.counters["children"])
+            st.counters["restarts"] += 1
+            self.log(f"search: island {pend.island} made {r.plateau} evaluations without improving: re-seeded "
+                     f"from its best (fitness {island.best.fitness:.4f}; restart {island.restarts} there)")
+
+    def _ingest_hurdle(self, job: Job, results: list[dict]) -> None:
+        c = self.state.counters
+        for fp, res in zip(job.keys, results):
+            self._cost("hurdle", res)
+            h, scores = self._fitness("hurdle", res)
+            passed, threshold = self.gate.judge(h)
+            c["hurdle_evaluations"] += 1
+            c["hurdle_passed"] += passed
+            # Kept with the program: its rates centre its children's hurdle grids.
+            self._pending[fp].hurdle = {"fitness": h, "scores": scores, "lrs": res["lrs"], "passed": passed,
+                                        "threshold": threshold}
+            if passed:
+                self._full_queue.append(fp)
+            else:
+                self._finalize(fp, hurdle_failed_fitness(h), scores, res, "hurdle")
+
+    def _ingest_search(self, job: Job, results: list[dict]) -> None:
+        for fp, res in zip(job.keys, results):
+            self._cost("search", res)
+            self.state.counters["search_evaluations"] += 1
+            self._finalize(fp, *self._fitness("search", res), res, "search")
+
+    def _in_top(self, fitness: float) -> bool:
+        """In the top ``funnel.fraction`` of every full-stage fitness so far (hurdle failures not counted)."""
+        f, n = self.cfg.funnel, len(self._sorted)
+        return (fitness < WORST_FITNESS and n >= f.min_judged
+                and bisect.bisect_left(self._sorted, fitness) < max(1, f.fraction * n))
 
     def _maybe_funnel(self, fp: str, fitness: float) -> None:
-        f = self.cfg.funnel
-        n = len(self._sorted)
-        if not f.enabled or fitness >= WORST_FITNESS or n < f.min_judged or fp in self.state.funnel:
+        if not self.cfg.funnel.enabled or fp in self.state.funnel:
             return
-        if fp in self._funnel_pending or fp in self._funnel_queue:
-            return
-        if bisect.bisect_left(self._sorted, fitness) < max(1, f.fraction * n):
+        if fp not in self._funnel_pending and fp not in self._funnel_queue and self._in_top(fitness):
             self._funnel_queue.append(fp)
 
     def _ingest_funnel(self, job: Job, results: list[dict]) -> None:
-        ref = self.reference("funnel")
         for fp, res in zip(job.keys, results):
+            self._cost("funnel", res)
             self._funnel_pending.discard(fp)
-            fitness, scores = failed_fitness(ref) if res.get("error") else candidate_fitness(res["curves"], ref)
+            fitness, scores = self._fitness("funnel", res)
             self.state.funnel[fp] = {"fitness": fitness, "scores": scores, "losses": res["losses"], "lrs": res["lrs"],
                                      "error": res.get("error")}
             self.state.counters["funnel_evaluations"] += 1
 
-    def _submit_funnel(self) -> None:
-        fps = self._funnel_queue[:self.cfg.batch_size]
-        del self._funnel_queue[:len(fps)]
-        self._funnel_pending.update(fps)
-        self.pool.submit(Job(self._next_id(), "funnel", [self.state.judged[fp]["text"] for fp in fps], fps))
+    def _take(self, queue: list[str], stage: str, texts: Callable[[str], str]) -> Job:
+        fps = queue[:self.cfg.batch_size]
+        del queue[:len(fps)]
+        return Job(self._next_id(), stage, [texts(fp) for fp in fps], fps)
+
+    def _next_job(self, spent: bool) -> Job | None:
+        """Funnel batches go out a quarter full: waiting to fill one would push the funnel (and its compile
+        on the worker that takes it) past the end of the budget, where nothing else runs beside it.
+        Search-stage batches go out full (the interpreter pads every call to the batch size) unless the
+        budget is spent or there is nothing new to breed."""
+        b = self.cfg.batch_size
+        # Queued candidates that better ones have since pushed out of the top fraction are not re-judged.
+        self._funnel_queue = [fp for fp in self._funnel_queue if self._in_top(self.state.judged[fp]["fitness"])
+                              or fp in self._selected]
+        if len(self._funnel_queue) >= max(1, b // 4) or (spent and self._funnel_queue):
+            job = self._take(self._funnel_queue, "funnel", lambda fp: self.state.judged[fp]["text"])
+            self._funnel_pending.update(job.keys)
+            return job
+        full = lambda: self._take(self._full_queue, "search", lambda fp: self._pending[fp].text)
+        if len(self._full_queue) >= b or (spent and self._full_queue):
+            return full()
+        job = None if spent else self._breed(self._room())
+        return full() if job is None and self._full_queue else job
+
+    def _select(self) -> bool:
+        """The selection stage: before the run ends, funnel-judge the best search-stage programs that were
+        not, until ``top_programs`` are (only funnel-judged programs are reported best). True if queued."""
+        if not self.cfg.funnel.enabled:
+            return False
+        missing = self.cfg.top_programs - len(self.state.funnel)
+        if missing <= 0:
+            return False
+        best = self.state.unfunneled(missing, exclude=self._funnel_pending)
+        self._funnel_queue += best
+        self._selected.update(best)
+        return bool(best)
 
     # --- the loop ---------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -288,21 +338,27 @@ class SearchDriver:
         s = self.evolution.fitness_stats()
         best_f = self.state.best_funnel()
         dt = time.monotonic() - self.session_start
-        return {"evaluations": self.state.counters["evaluations"], "elapsed": self.elapsed(),
+        stages = self.state.stage_figures()
+        c = self.state.counters
+        return {"evaluations": c["evaluations"], "elapsed": self.elapsed(),
                 "best": s["best"], "median": s["median"], "diversity": s["diversity"],
                 "cache_hit_rate": self.state.cache_hit_rate(),
                 "evals_per_s": self.session_evals / dt if dt > 0 else 0.0,
                 "best_funnel": best_f[1]["fitness"] if best_f else None,
-                "distinct_judged": len(self.state.judged)}
+                "distinct_judged": len(self.state.judged),
+                "hurdle_pass_rate": stages["hurdle"]["pass_rate"], "stages": stages,
+                "restarts": c["restarts"], "migrations": c["migrations"], "islands": len(self.islands)}
 
     def checkpoint(self) -> None:
-        self.state.population = list(self.evolution.members)
+        if self.gate is not None:
+            self.state.hurdle_window = list(self.gate.values)
         self.state.elapsed = self.elapsed()
         self.state.counters["worker_restarts"] = self.pool.restarts + self._restarts_before
         self.state.save(self.run_dir)
 
     def run(self) -> SearchState:
-        """Search until the budget is spent, drain the workers, flush the funnel, checkpoint."""
+        """Search until the budget is spent, drain the workers, flush the queues and the selection stage,
+        checkpoint."""
         st = self.state
         self._restarts_before = st.counters.get("worker_restarts", 0)
         if not self.baselines:
@@ -311,22 +367,22 @@ class SearchDriver:
         self._t0 = time.monotonic() - st.elapsed
         self.session_start = time.monotonic()
         next_ckpt = st.counters["evaluations"] + self.cfg.checkpoint_every
+        k = self.cfg.migrate_every
+        next_migration = (st.counters["evaluations"] // k + 1) * k
+        ingest = {"hurdle": self._ingest_hurdle, "search": self._ingest_search, "funnel": self._ingest_funnel}
         idle_rounds = 0
         while True:
             spent = self.budget_spent()
             while self.pool.capacity() > 0:
-                # Funnel batches go out half full: waiting to fill one would push the funnel (and its
-                # compile on the worker that takes it) to the end of the search.
-                if len(self._funnel_queue) >= max(1, self.cfg.batch_size // 2) or (spent and self._funnel_queue):
-                    self._submit_funnel()
-                    continue
-                job = None if spent else self._breed(self._room())
+                job = self._next_job(spent)
                 if job is None:
                     break
                 self.pool.submit(job)
                 spent = self.budget_spent()
             if not self.pool.inflight():
-                if spent and not self._funnel_queue:
+                if spent and not self._funnel_queue and not self._full_queue:
+                    if self._select():
+                        continue
                     break
                 idle_rounds += 1     # only cache hits bred this round; the population still moved
                 if idle_rounds > 1000:
@@ -336,14 +392,21 @@ class SearchDriver:
             idle_rounds = 0
             for job, results in self.pool.wait():
                 st.counters["batches"] += 1
-                (self._ingest_funnel if job.stage == "funnel" else self._ingest_search)(job, results)
+                ingest[job.stage](job, results)
+            if len(self.islands) > 1 and st.counters["evaluations"] >= next_migration:
+                migrate(self.islands, st.rng)
+                st.counters["migrations"] += 1
+                next_migration += k
             if st.counters["evaluations"] >= next_ckpt:
                 st.history.append(self.stats())
                 self.checkpoint()
                 next_ckpt = st.counters["evaluations"] + self.cfg.checkpoint_every
+                if not self.progress:
+                    self.log(self.state.stage_line())
             for cb in self.callbacks:
                 cb(self)
         st.finished = True
         st.history.append(self.stats())
         self.checkpoint()
+        self.log(self.state.stage_line())
         return st

@@ -11,10 +11,19 @@ better**, in [1/4, 4], tuned AdamW = 1.
 
 A candidate that diverges everywhere, or that could not be run at all, gets :data:`WORST_FITNESS`
 (= 4, the bound) — never an exception in the driver.
+
+**Hurdles** (AutoML-Zero, Real et al. 2020): with ``hurdle.enabled`` a child is first judged on a cheap
+stage (a task or two, a short horizon, 3 rates around its parent's best rate). :class:`HurdleGate` lets it
+on to the full search stage only if its hurdle fitness ``h`` beats ``percentile``% of the recent hurdle
+results. A child that fails keeps :func:`hurdle_failed_fitness` ``= WORST_FITNESS + h``, in
+``(4, 8]``: strictly above every full-stage fitness (which lies in ``[1/4, 4]``), so a failure never
+outranks a candidate that passed (in tournaments, the funnel or the reported best), while failures still
+rank among themselves by ``h``.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+import collections
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +86,40 @@ def candidate_fitness(curves: Mapping[str, Optional[list]],
 def failed_fitness(refs: Mapping[str, object]) -> tuple[float, dict[str, Optional[float]]]:
     """The fitness of a candidate that could not be judged (parse or worker error)."""
     return WORST_FITNESS, {t: scoring.MIN_SCORE for t in refs}
+
+
+def hurdle_failed_fitness(hurdle_fitness: float) -> float:
+    """The fitness of a child that did not clear the hurdle: ``WORST_FITNESS + h``, worse than any
+    full-stage fitness (see the module docstring)."""
+    return WORST_FITNESS + float(hurdle_fitness)
+
+
+class HurdleGate:
+    """The rolling-percentile hurdle (lower fitness is better).
+
+    With ``percentile = q`` a child passes iff its hurdle fitness ``h`` is at or below the ``(100 - q)``-th
+    percentile (``numpy.percentile``, linear interpolation) of the last ``window`` hurdle fitnesses seen
+    *before* it, i.e. it is better than about ``q``% of them (q = 75: AutoML-Zero's hurdle). Every child
+    passes while fewer than ``min_window`` results exist; one that diverged everywhere
+    (``h >= WORST_FITNESS``) never does. Each result, passing or not, then joins the window.
+    """
+
+    def __init__(self, percentile: float, window: int, min_window: int, history: Iterable[float] = ()):
+        self.percentile, self.min_window = percentile, min_window
+        self.values: collections.deque[float] = collections.deque(history, maxlen=window)
+
+    def threshold(self) -> Optional[float]:
+        """The hurdle now; ``None`` while the window holds fewer than ``min_window`` results."""
+        if len(self.values) < self.min_window:
+            return None
+        return float(np.percentile(np.asarray(self.values, np.float64), 100.0 - self.percentile))
+
+    def judge(self, hurdle_fitness: float) -> tuple[bool, Optional[float]]:
+        """(passed, the threshold it was held to) — and the result joins the window."""
+        thr = self.threshold()
+        passed = hurdle_fitness < WORST_FITNESS and (thr is None or hurdle_fitness <= thr)
+        self.values.append(float(hurdle_fitness))
+        return passed, thr
 
 
 def tune_reference(task, factory: Callable[..., optax.GradientTransformation], lr_grid: Sequence[float],

@@ -2,7 +2,8 @@
 sec. 2.2: insert, delete and modify statements; constants perturbed).
 
 ``mutate(program, rng, space)`` applies one random mutation — insert a statement, delete one, change an
-op, change an argument, perturb or replace a constant, swap two statements, add or remove a state
+op, change an argument, perturb a constant multiplicatively (``c <- c * 2^N(0,1)``, :func:`perturb_constant`)
+or replace one from a palette, swap two statements, add or remove a state
 variable — then *repairs* the result (undefined reads rebound, dead locals and unread states dropped,
 unused hyperparameters removed), validates it with the DSL validator, simplifies it, and checks the
 size limits. A child that still fails is redrawn; after ``attempts`` failures the parent is returned
@@ -12,7 +13,6 @@ registry: only ``searchable`` ops of the allowed kinds are ever inserted.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -214,17 +214,34 @@ def _consts(d: _Draft) -> list[tuple[int, tuple[int, ...], float]]:
     return [(loc, path, e.value) for loc in d.locs() for path, e in _paths(d.expr(loc)) if isinstance(e, Const)]
 
 
-def _perturbed(x: float, rng: np.random.Generator) -> float:
-    """Log-normal perturbation; values in (0, 1) (EMA weights) are perturbed through 1 - x, so 0.9
-    moves towards 0.99 or 0.5 rather than past 1."""
-    if 0.0 < x < 1.0:
-        y = 1.0 - (1.0 - x) * math.exp(rng.normal(0.0, 0.7))
-        y = min(max(y, 1e-6), 1.0 - 1e-6)
+def perturb_constant(x: float, rng: np.random.Generator, ema: bool = False) -> float:
+    """Multiplicative perturbation ``x <- x * 2^z``, ``z ~ N(0, 1)`` (so halving and doubling are equally
+    likely and the perturbation is scale-free). ``ema``: ``x`` is the mixing weight of an ``interp`` (an
+    EMA's beta) in (0, 1); the same law then applies to ``1 - x`` (the EMA's inverse time scale), so 0.9
+    moves towards 0.95 or 0.8 and never past 1. A zero has no scale: it is redrawn from (1e-8, 1e-3, 0.1).
+    Printed with 4 significant digits (readable programs; the log2 ratio moves by < 1e-3)."""
+    factor = 2.0 ** rng.normal(0.0, 1.0)
+    if ema and 0.0 < x < 1.0:
+        y = min(max(1.0 - (1.0 - x) * factor, 1e-6), 1.0 - 1e-6)
     elif x == 0.0:
         y = float(rng.choice((1e-8, 1e-3, 0.1)))
     else:
-        y = x * math.exp(rng.normal(0.0, 0.7))
-    return float(f"{y:.4g}")   # short, readable constants in the printed programs
+        y = x * factor
+    return float(f"{y:.4g}")
+
+
+def _ema_sites(d: _Draft) -> tuple[set[tuple[int, tuple[int, ...]]], set[str]]:
+    """Constants (``(loc, path)``) and hyperparameter names read as the mixing weight of an ``interp``."""
+    sites, names = set(), set()
+    for loc in d.locs():
+        for path, e in _paths(d.expr(loc)):
+            if isinstance(e, Call) and e.op == "interp" and len(e.args) == 3:
+                w = e.args[2]
+                if isinstance(w, Const):
+                    sites.add((loc, path + (2,)))
+                elif isinstance(w, Var):
+                    names.add(w.name)
+    return sites, names
 
 
 def _perturb_const(d: _Draft, rng, space, replace: bool = False) -> None:
@@ -232,14 +249,15 @@ def _perturb_const(d: _Draft, rng, space, replace: bool = False) -> None:
     n_hp = len(d.hyperparams)
     if not sites and not n_hp:
         raise _NotApplicable
+    ema_sites, ema_names = _ema_sites(d)
     k = int(rng.integers(len(sites) + n_hp))
     if k < n_hp:
         name, value = d.hyperparams[k]
-        new = float(rng.choice(space.constants)) if replace else _perturbed(value, rng)
+        new = float(rng.choice(space.constants)) if replace else perturb_constant(value, rng, name in ema_names)
         d.hyperparams[k] = (name, new)
         return
     loc, path, value = sites[k - n_hp]
-    new = float(rng.choice(space.constants)) if replace else _perturbed(value, rng)
+    new = float(rng.choice(space.constants)) if replace else perturb_constant(value, rng, (loc, path) in ema_sites)
     if new == value:
         raise _NotApplicable
     d.set_expr(loc, _replace(d.expr(loc), path, Const(new)))

@@ -107,7 +107,7 @@ def test_search_records_provenance_and_shows_baseline_progress(tmp_path, monkeyp
     """`metaopt search` in-process (no Ray): baselines tune under their own bar before the search bar,
     and the run directory's provenance.json and summary.md say what made it."""
     out = str(tmp_path / "run")
-    argv = ["metaopt", "search", "--config", _tiny_search_config(tmp_path), "--out", out]
+    argv = ["metaopt", "search", "--config", _tiny_search_config(tmp_path), "--out", out, "--no-polish"]
     monkeypatch.setattr(sys, "argv", argv)
     assert main(argv[1:]) == 0
     captured = capsys.readouterr()

@@ -1,7 +1,10 @@
 """``metaopt search``: distributed evolutionary search for optimizer programs (search/, docs/search-results.md).
 
-    metaopt search --config configs/search/quick.yaml --out runs/NAME [--init minimal|adamw] [--address HOST:PORT]
+    metaopt search --config configs/search/quick.yaml --out runs/NAME [--init minimal|adamw|lion|FILE.opt] [--address HOST:PORT]
     metaopt search --resume runs/NAME
+
+When the search ends, the best program is polished and checked for novelty (``runs/NAME/polish.json``,
+``search/polish.py``, ``search/novelty.py``; ``--no-polish`` skips it); a resumed run reuses that result.
 """
 from __future__ import annotations
 
@@ -18,12 +21,17 @@ CONFIG_COPY = "config.yaml"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/search/quick.yaml", help="search config (YAML)")
     p.add_argument("--out", help="run directory (default runs/search-<config name>)")
-    p.add_argument("--init", help="initial program: minimal (`return g`) or a library name, e.g. adamw")
+    p.add_argument("--init", help="initial program of the whole population: minimal (`return g`), a library name (adamw, lion) or a .opt file")
     p.add_argument("--address", help="join this Ray cluster (see docs/ray.md); default: a local ray.init()")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the search checkpointed in RUN_DIR")
     p.add_argument("--workers", type=int, help="override the config's number of Ray workers (0: in-process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-heldout", action="store_true", help="skip the final held-out evaluation")
+    p.add_argument("--no-polish", action="store_true",
+                   help="skip polishing the best program (ablations and roundings re-judged on the funnel) and "
+                        "its novelty check against the library")
+    p.add_argument("--novelty-scores", action="store_true",
+                   help="also judge the closest library rule (defaults and refitted) on the funnel stage")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +101,7 @@ def _run(args: argparse.Namespace, overrides: dict) -> int:
             monitor.close()
     finally:
         driver.pool.shutdown()
-    finish(driver, address=args.address)
+    finish(driver, address=args.address, polish=not args.no_polish, novelty_scores=args.novelty_scores)
     _shutdown_ray()
     return 0
 
