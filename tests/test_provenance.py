@@ -146,3 +146,16 @@ def test_eval_and_meta_train_record_provenance(tmp_path, monkeypatch, capsys):
     result = meta_train(cfg, run_dir, progress=False, log=False, stop_after=0)
     assert_complete(provenance.load_provenance(run_dir), ["metaopt", "meta-train", "--out", run_dir])
     assert "made by:" in summary(result) and "metaopt meta-train --out" in summary(result)
+
+
+def test_main_job_passes_every_argument_metaopt_search_reads():
+    """`metaopt run` calls the search command with a hand-built namespace: it must carry every option
+    the search parser defines (a new search flag once crashed the main job with AttributeError)."""
+    import argparse
+    from metaopt.commands import run as run_cmd, search as search_cmd
+
+    parser = argparse.ArgumentParser()
+    search_cmd.add_arguments(parser)
+    expected = set(vars(parser.parse_args(["--config", "c.yaml"])))
+    built = set(vars(run_cmd.search_namespace("c.yaml", "out", None)))
+    assert expected <= built, f"missing in the main job's search arguments: {sorted(expected - built)}"

@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", time.strftime("main-%Y%m%d-%H%M%S"))
     heldout = {"enabled": True, "suite": HELDOUT_SUITE, "tasks": args.heldout_tasks.split(","), "top_k": 1,
                "baselines": ["sgd"]}
-    ns = argparse.Namespace(config=args.config, out=out, init="minimal", address=args.address, resume=None,
-                            workers=None, no_progress=False, no_heldout=False)
+    ns = search_namespace(args.config, out, args.address)
     start = time.time()
     code = search_cmd._run(ns, {"init": "minimal", "heldout": heldout})
     if code:
@@ -62,6 +61,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"  what made it:        {os.path.join(out, 'provenance.json')} (commit, package versions, machine, "
           f"command line; printed under 'Made by' above)")
     return 0
+
+
+def search_namespace(config: str, out: str, address: str | None) -> argparse.Namespace:
+    """The arguments ``metaopt search`` would parse for the main job (every attribute its parser sets)."""
+    return argparse.Namespace(config=config, out=out, init="minimal", address=address, resume=None,
+                              workers=None, no_progress=False, no_heldout=False,
+                              # polish is off in the main job: its 1% acceptance tolerance is below the
+                              # funnel's measured seed noise (search/polish.py), so it could ship a worse rule
+                              no_polish=True, novelty_scores=False)
 
 
 def _print_heldout_scores(out: str) -> None:
