@@ -12,7 +12,7 @@ from search.novelty import REPARAM_TOL, behaviour_distance, novelty
 
 # A slice of the library, all in the interpreter's smallest bucket (the whole library costs a compile per
 # bucket and the compiled path for every fallback program): Adam's family, the sign rules and a few others.
-NAMES = ["adam", "adamw", "amsgrad", "adabelief", "adamax", "rmsprop", "momentum", "sgd", "signum", "lion", "tiger"]
+NAMES = ["adam", "adamw", "amsgrad", "adabelief", "adamax", "rmsprop", "momentum", "sgd", "signum", "lion"]
 
 
 def test_behaviour_distance_is_one_minus_cosine_of_whole_trajectories():
