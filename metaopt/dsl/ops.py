@@ -230,7 +230,7 @@ _OPS: tuple[Op, ...] = (
     Op("dot", 2, "reduce", H.dot, r"\langle {0}, {1} \rangle",
        "sum(a * b) over the leaf (sum(Re(conj(a) * b)) for complex values)",
        py="dot({0}, {1})", helper="dot",
-       torch="torch.sum({0} * {1})"),
+       torch="torch.sum(({0}) * ({1}))"),   # parenthesized: the arguments may be sums (x0 - w)
     # --- global reductions (over every leaf the program handles) --------------------------------------
     Op("global_sum", 1, "global", None, r"\textstyle\sum_{{\text{{all}}}} {0}", "sum over all leaves' elements "
        "(a per-leaf scalar counts once per leaf)", partial=lambda leaf, x: jnp.sum(x), latex_wrap=(5,),
