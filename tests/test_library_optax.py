@@ -184,3 +184,55 @@ def test_exported_source_matches_optax(case_id):
     a, b = jax.jit(lambda: (_trajectory(exported, with_value), _trajectory(ref, with_value)))()
     err = rel_err(a, b)
     assert err <= TOL, f"exported {case_id}: max relative error {err:.3g} > {TOL}"
+
+
+# --- Further library programs with an optax / optax.contrib reference (same problem, metric and tolerance) ------
+def _ldog(lr, **kw):
+    # optax keeps each leaf's gradient sum of squares with shape (1,), which turns a 0-D leaf's update into
+    # shape (1,): reshape the updates back to the parameters' shapes (values untouched)
+    reshape = optax.GradientTransformation(
+        lambda p: optax.EmptyState(), lambda u, s, p: (jax.tree.map(lambda x, w: x.reshape(w.shape), u, p), s))
+    return optax.chain(optax.scale_by_distance_over_gradients(**kw), reshape, optax.scale_by_learning_rate(lr))
+
+
+MORE_CASES = [
+    ("sgd", "sgd", 0.1, {}, optax.sgd(0.1), False),
+    ("adam", "adam", 0.03, {}, optax.adam(0.03), False),
+    ("adam-hp-schedule", "adam", _cosine, {"b1": 0.8, "b2": 0.99, "eps": 1e-6},
+     optax.adam(_cosine, b1=0.8, b2=0.99, eps=1e-6), False),
+    ("adadelta", "adadelta", 1.0, {}, optax.adadelta(1.0), False),
+    ("adadelta-hp", "adadelta", 0.5, {"rho": 0.95, "eps": 1e-5, "wd": 0.01},
+     optax.adadelta(0.5, rho=0.95, eps=1e-5, weight_decay=0.01), False),
+    ("sign_sgd", "sign_sgd", 0.01, {}, optax.sign_sgd(0.01), False),
+    ("nadamw", "nadamw", 0.03, {}, optax.nadamw(0.03), False),
+    ("nadamw-hp", "nadamw", _cosine, {"b1": 0.8, "wd": 0.1}, optax.nadamw(_cosine, b1=0.8, weight_decay=0.1), False),
+    ("adamaxw", "adamaxw", 0.03, {}, optax.adamaxw(0.03), False),
+    ("adamaxw-hp", "adamaxw", 0.03, {"b2": 0.99, "wd": 0.1}, optax.adamaxw(0.03, b2=0.99, weight_decay=0.1), False),
+    ("dowg", "dowg", 1.0, {}, optax.contrib.dowg(1.0), False),
+    ("dowg-hp", "dowg", 0.5, {"eps": 1e-3, "wd": 0.01}, optax.contrib.dowg(0.5, eps=1e-3, weight_decay=0.01), False),
+    ("ldog", "ldog", 1.0, {}, _ldog(1.0), False),
+    ("ldog-hp", "ldog", 0.5, {"reps_rel": 1e-4}, _ldog(0.5, reps_rel=1e-4), False),
+    ("momo_adam", "momo_adam", 1e-2, {}, optax.contrib.momo_adam(1e-2), True),
+    ("momo_adam-hp", "momo_adam", 0.1, {"wd": 0.05, "lb": 0.5, "b2": 0.99},
+     optax.contrib.momo_adam(0.1, weight_decay=0.05, lower_bound=0.5, b2=0.99), True),
+]
+
+
+@pytest.mark.parametrize("case", MORE_CASES, ids=[c[0] for c in MORE_CASES])
+def test_more_match_optax(case):
+    _, name, lr, hps, ref, with_value = case
+    err = compare(library.get(name), lr, hps, ref, with_value)
+    assert err <= TOL, f"{case[0]}: max relative error {err:.3g} > {TOL}"
+
+
+CLIP_CASES = [
+    ("clip_sgd", "clip_sgd", 0.01, {}, optax.chain(optax.clip(1.0), optax.sgd(0.01)), False),
+    ("clip_sgd-c", "clip_sgd", 0.01, {"c": 0.3}, optax.chain(optax.clip(0.3), optax.sgd(0.01)), False),
+]
+
+
+@pytest.mark.parametrize("case", CLIP_CASES, ids=[c[0] for c in CLIP_CASES])
+def test_clip_sgd_matches_optax(case):
+    _, name, lr, hps, ref, with_value = case
+    err = compare(library.get(name), lr, hps, ref, with_value)
+    assert err <= TOL, f"{case[0]}: max relative error {err:.3g} > {TOL}"

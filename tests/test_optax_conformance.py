@@ -32,7 +32,9 @@ F32_TREE = {"b": ((3,), jnp.float32), "W": ((4, 3), jnp.float32), "T": ((2, 2, 3
 LOW_TREE = {"b": ((3,), jnp.bfloat16), "W": ((4, 3), jnp.bfloat16), "V": ((3, 5), jnp.float16)}
 # Where low precision legitimately gives non-finite updates (the dtype is still checked).
 NONFINITE_LOW = {"dadapt_adamw": "eps = 1e-8 and d0 * g underflow float16: optax.contrib.dadapt_adamw gives the "
-                                 "same NaN on float16 parameters"}
+                                 "same NaN on float16 parameters",
+                 "adamomentum": "its only eps (1e-8, inside v) and (1-b2)*m^2 of a small m underflow float16: "
+                                "m_hat/sqrt(0)"}
 
 
 def _tree(spec, key: int):

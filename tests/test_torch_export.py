@@ -31,7 +31,9 @@ from source_imports import imported_modules
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {"a": (), "b": (5,), "c": (4, 3), "d": (2, 3, 4)}
 STEPS, LR, TOL = 100, 1e-2, 1e-6
-LR_OF = {"dadapt_adamw": 1.0, "dog": 1.0}   # parameter-free: they start from 1e-6-sized steps
+LR_OF = {"dadapt_adamw": 1.0, "dog": 1.0,   # parameter-free: they start from 1e-6-sized steps
+         "dadapt_sgd": 1.0, "dadapt_lion": 1.0, "prodigy": 1.0, "ldog": 1.0,
+         "delta_sgd": 1e-3}   # its min(...) step-size switch amplifies rounding chaotically at lr 1e-2
 # non-default settings that reach other code paths (factored Adafactor, AdEMAMix warm-ups, Conda's refresh)
 VARIANTS = {"adafactor[factored]": ("adafactor", {"min_dim_size_to_factor": 2}),
             "ademamix[warmup]": ("ademamix", {"t_alpha": 50, "t_b3": 50}),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "list"
 HELP = "list library optimizers: name, op kinds (E/S/F/M/L/W), state tensors per parameter, paper"
@@ -13,6 +14,42 @@ ORDER = 20
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", help="only optimizers whose kinds include these letters, e.g. M or SL")
+    p.add_argument("--verified", action="store_true",
+                   help="the verification table instead: each program's outside reference (optax, pytorch_optimizer "
+                        "or the paper's equations) and the worst relative error measured (docs/library.json, "
+                        "written by `python -m benchmarks.library_table`)")
+
+
+VERIFIED = Path(__file__).resolve().parents[2] / "docs" / "library.json"
+
+
+def run_verified(args: argparse.Namespace, path: Path = VERIFIED) -> int:
+    """Print the committed verification data; a missing or stale file is reported, not re-measured (slow)."""
+    import json
+    from metaopt import library
+    if not path.is_file():
+        print(f"error: {path} does not exist; generate it with `python -m benchmarks.library_table`")
+        return 1
+    data = json.loads(path.read_text())
+    rows = [p for p in data["programs"] if not args.kind or set(args.kind) <= set(p["kinds"])]
+    w = max([len(p["program"]) for p in rows] + [4])
+    print(f"{'name':<{w}}  {'catalog':<8} {'worst err':<9}  reference")
+    for p in rows:
+        err = "-" if p["worst_error"] is None else f"{p['worst_error']:.1e}"
+        flag = "" if p["ok"] else "  FAIL"
+        print(f"{p['program']:<{w}}  {p['catalog'] or '-':<8} {err:<9}  {'; '.join(p['references'])[:100]}{flag}")
+    meta = data["meta"]
+    print(f"{len(rows)} optimizers, {sum(p['ok'] for p in rows)} verified ({meta['cases']} cases, {meta['date']}; "
+          f"{', '.join(f'{k} {v}' for k, v in meta['versions'].items())}); seed catalog rows covered: "
+          f"{127 - len(data['uncovered'])} of 127 (the rest, with reasons: docs/library.md)")
+    import hashlib
+    digests = {p["program"]: p.get("source_sha256") for p in data["programs"]}
+    stale = sorted(n for n in library.names()
+                   if digests.get(n) != hashlib.sha256(library.source(n).encode()).hexdigest())
+    if stale:
+        print(f"note: new or edited since {path.name} was generated (re-run python -m benchmarks.library_table): "
+              f"{', '.join(stale)}")
+    return 0
 
 
 def kinds(program) -> str:
@@ -33,6 +70,8 @@ def state_size(program) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "verified", False):
+        return run_verified(args)
     from metaopt import library
     rows = []
     for name in library.names():
