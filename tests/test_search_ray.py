@@ -10,7 +10,11 @@ from search.fitness import WORST_FITNESS
 @pytest.mark.slow
 def test_worker_killed_mid_batch_is_replaced_and_batch_retried(tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Three workers start in all (two, then the replacement); a shared persistent XLA cache lets the
+    # replacement load the judge instead of compiling it again (Ray merges these into each actor's env).
+    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     try:
         cfg = load_search_config("configs/search/smoke.yaml", {
             "workers": 2, "budget": {"evaluations": 24}, "batch_size": 4,

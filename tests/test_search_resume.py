@@ -29,7 +29,7 @@ def test_sigkill_then_resume_loses_nothing_checkpointed(tmp_path, staged):
         cfg = yaml.safe_load(fh)
     # In-process judging (no Ray start-up) and many small batches, so the run is still going when the
     # first checkpoint lands; the funnel is off to keep the test to one compile per process.
-    cfg.update(workers=0, batch_size=2, checkpoint_every=6, budget={"evaluations": 120})
+    cfg.update(workers=0, batch_size=2, checkpoint_every=6, budget={"evaluations": 48})
     cfg["funnel"]["enabled"] = False
     if staged:     # two islands with migration, the hurdle stage and plateau restarts, all checkpointed
         cfg.update(STAGED)
@@ -55,14 +55,14 @@ def test_sigkill_then_resume_loses_nothing_checkpointed(tmp_path, staged):
         if proc.poll() is None:
             proc.kill()
     before = SearchState.load(run)
-    assert not before.finished and 6 <= before.counters["evaluations"] < 120
+    assert not before.finished and 6 <= before.counters["evaluations"] < 48
 
     done = subprocess.run(_cli("--resume", str(run), "--no-progress", "--no-polish"), cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "resuming" in done.stdout
     after = SearchState.load(run)
-    assert after.finished and after.counters["evaluations"] >= 120
+    assert after.finished and after.counters["evaluations"] >= 48
     for fp, rec in before.judged.items():               # nothing judged before the checkpoint is lost
         assert after.judged[fp] == rec
     assert after.counters["children"] > before.counters["children"]
