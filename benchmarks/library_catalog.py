@@ -153,78 +153,72 @@ PROGRAMS: dict[str, str | None] = {
     "adafactor": "D1", "adafactor_unfactored": "D1", "came": "D2", "came_unfactored": "D2", "adam_mini": "D7",
     "blockwise_adam": "D8", "coupled_adam": "D10", "sinkgd": "D13", "racs": "D14", "racs_vector": "D14",
     "muon": "E1", "adamuon": "E2", "normuon": "E3", "adago": "E4", "conda": "E6", "swan": "E10",
+    "shampoo": "E7", "soap": "E8", "cosmos": "E9", "galore": "E11", "fira": "E12", "subspace_momentum": "E14",
     "dadapt_adamw": "F1", "dadapt_sgd": "F1", "dadapt_lion": "F1", "prodigy": "F2", "dog": "F3", "ldog": "F3",
     "dowg": "F3", "delta_sgd": "F4", "polyak_sgd": "F5", "alr_smag": "F6", "momo": "F10", "momo_adam": "F10",
     "aegd": "F12",
     "lookahead_adam": "H1", "cautious_adamw": "H2", "cautious_lion": "H2",
+    "adashift": "A18", "adam_atan2": "B11", "lion_huber": "C2", "sm3": "D3", "sm3_diag": "D3", "adamw_sn": "D11",
+    "scale": "D12", "scale_head": "D12", "mars_m": "E5", "psps_adam": "F8", "sania_adam_sqr": "F9",
+    "ranger21": "H3", "ranger21_conv": "H3", "ranger21_vector": "H3", "blockwise_lr": "H9", "blockwise_lr_io": "H9",
+    # the random input noise and the objective (h, grad_at; update(..., obj_fn=)), metaopt/dsl/inputs.py
+    "sgld": "J4", "psgld": "J5", "gravity": "B19", "lisa": "H7", "ivon": "J3", "sophia": "G1", "adahessian": "G2",
+    "oasis": "G3", "sam": "G5", "xgrad": "H5", "psps_hutchinson": "F8",
     # not catalog rows (rules users reach for, or the library's own composites)
     "novograd": None, "fromage": None, "qhadam": None, "qhm": None, "aggmo": None, "pid": None, "tiger": None,
     "kate": None, "msvag": None, "laprop": None, "padam": None, "pnm": None, "adapnm": None, "adai": None,
     "madgrad": None, "schedule_free_sgd": None, "schedule_free_adamw": None, "ranger": None, "ranger_conv": None,
-    "ranger_vector": None,
+    "ranger_vector": None, "adamw_hf": None,
 }
 
 # D5 (LOMO) is SGD applied per tensor during the backward pass: the update rule is sgd.opt's; the fusion is a
 # memory layout the DSL does not need to express.
 ALSO_COVERED: dict[str, str] = {"D5": "sgd (LOMO's fusion into the backward pass is a memory trick, not a rule)"}
 
-_H = "needs Hessian-vector products or extra gradient evaluations (the DSL's inputs are g, w, t, loss, lr)"
+_H = ("needs Hessian-vector products with chosen vectors (the DSL has Hutchinson's diagonal estimate h and "
+      "gradients at a point, grad_at, only)")
 _Q = "quantized state / compressed communication (class Q): out of scope"
-_RNG = "needs random numbers (the DSL has no random input)"
+_LOSS_AT = "needs loss values at other points (the DSL evaluates gradients at a point, grad_at, not losses)"
 UNCOVERED: dict[str, str] = {
-    "A17": "a federated loop (server update on client deltas); the server rules are adagrad/adam/yogi on -delta",
-    "A18": "expressible (a queue of n past gradients as n states) but not written yet; details marked unsure",
-    "B6": "a buffer of C momenta replaced by priority; details marked unsure in the catalog",
-    "B11": "needs atan2 (no such op in the registry)",
+    "A17": "a federated loop (clients' local SGD, then a server step on the pseudo-gradient -delta): the loop is the "
+           "method; the server step alone (Adam/AdaGrad/Yogi without bias correction, tau inside) is not written",
+    "B6": "a buffer of C momenta replaced by priority (C fixed states and a where would carry it), but the "
+          "insertion and priority-decay details are marked unsure in the catalog and no reference code was checked",
     "B15": "learns each tensor's scale along theta with an Eden schedule; details marked unsure",
     "B17": "the catalog has only a sketch (importance-based freezing); not written",
-    "B19": "v is initialised from N(0, (alpha/lr)^2): " + _RNG,
-    "C2": "a family over a convex kappa; lion is kappa = l1 norm, other elementwise members are one-line edits",
-    "D3": "needs row/column max reductions (the registry has row/column means only)",
     "D4": "fused into the backward pass; pytorch_optimizer's AdaLOMO needs a model; not written",
     "D6": "1-bit sign matrix plus rank-1 NNMF of the moments: compressed state (close to class Q)",
     "D9": "chooses the compressed axis per layer from the SNR of v: a data-dependent state layout",
-    "D11": "expressible with row statistics; not written yet",
-    "D12": "expressible (col_normalize, io fallback for the head); not written yet",
     "D15": "needs layer activations and backpropagated pre-activation gradients",
-    "E5": "expressible (mars + orthogonalize); not written yet",
-    "E7": "needs (m x m) and (n x n) statistics and their inverse 4th roots: state not shaped like the parameter",
-    "E8": "needs eigenbases of (m x m)/(n x n) statistics (QR power iteration): state not shaped like the parameter",
-    "E9": "needs a rank-r eigensubspace of EMA(G G^T) by power iteration",
-    "E11": "needs a rank-r SVD projector (the registry's svd_basis is full-rank)",
-    "E12": "needs GaLore's rank-r projector",
-    "E13": "needs random projections: " + _RNG,
-    "E14": "needs a rank-r projector (SVD or random)",
+    "E13": "needs an r x m Gaussian projection kept for T steps and r x n moments: state not shaped like the "
+           "parameter (noise gives fresh per-step draws shaped like it)",
     "E15": "needs layer activations and backpropagated signals",
     "E16": "needs manifold exponential maps and parallel transport",
     "E17": "needs the metric (Fisher or Hessian of a mirror map) and its inverse; the diagonal case is Adam-like",
     "F7": "policy-gradient ascent with an online estimate of J*; details marked unsure",
-    "F8": "expressible with the Adam/AdaGrad preconditioner (not written yet); the Hutchinson variant " + _H,
-    "F9": "expressible with the AdaGrad-SQR/Adam-SQR preconditioner; not written yet",
-    "F11": "needs the loss and gradient at a trial point: " + _H,
-    "F13": "needs a JVP of the logits through the model: " + _H,
+    "F11": "needs the loss and gradient at a trial point: " + _LOSS_AT,
+    "F13": "needs a JVP of the logits through the model (the model's outputs, not only the scalar objective)",
     "F14": "needs stochastic Lanczos quadrature: " + _H,
     "F15": "needs a line search (extra loss evaluations)",
     "F16": "needs backtracking (extra loss evaluations at trial points)",
-    "G1": _H, "G2": _H, "G3": _H, "G4": _H, "G5": _H, "G6": _H, "G7": _H,
-    "H3": "Ranger21's eight components (PNM, norm loss, stable decay, warm-down ...) not written; ranger.opt is its "
-          "predecessor Ranger (RAdam + Lookahead + centralization)",
+    "G4": "needs the top-k Hessian eigenpairs by Lanczos: " + _H,
+    "G6": "its first-order flatness term needs a Hessian-vector product at a perturbed point, and the catalog marks "
+          "the combination unsure",
+    "G7": "the catalog marks the step-size schedules unsure; the diagonal Newton step itself is oasis.opt with "
+          "beta = 0 (D = h)",
     "H4": "a group-wide switch to SGD chosen by the last parameter that passes the test: order-dependent",
-    "H5": "needs the gradient at an extrapolated point: " + _H,
     "H6": "block-coordinate cycling over layers with state resets: a partition across leaves",
-    "H7": "samples layers to unfreeze: " + _RNG,
     "H8": "online clustering of gradient statistics; details marked unsure",
-    "H9": "per-block-type learning rates: a parameter partition (optax.multi_transform around a program)",
     "H10": "a phase switch plus a projection of chosen layers: a wrapper, not a rule",
     "H11": "needs sub-batch gradients (gradient variance across sub-batches)",
     "H12": "a batch-size controller (needs per-example gradients)",
     "H13": "a distributed loop (local steps, then averaging)",
     "H14": "learns N:M sparsity masks (SR-STE) around a frozen-variance Adam",
     "I1": _Q, "I2": _Q, "I3": _Q, "I4": _Q, "I5": _Q, "I6": _Q,
-    "J1": "needs loss values at perturbed points: " + _RNG,
-    "J2": "needs loss values at perturbed points: " + _RNG,
-    "J3": "needs the gradient at a sampled point: " + _RNG,
-    "J4": _RNG, "J5": _RNG, "J6": _RNG + "; details marked unsure",
+    "J1": "needs loss values at perturbed points: " + _LOSS_AT,
+    "J2": "needs loss values at perturbed points: " + _LOSS_AT,
+    "J6": "the monitored quantity's auxiliary ODE, psi and the invariant-measure correction are marked unsure in the "
+          "catalog (noise and the gradient norm would carry them)",
 }
 
 

@@ -4,11 +4,14 @@ Runs every case of the four reference suites -- the cases live in the tests, thi
 
 * tests/test_library_optax.py: optax / optax.contrib, 100 open-loop steps, float32, trajectory.rel_err
   (per element, every step, |b| floored at 0.1);
-* tests/test_library_paper.py and tests/test_library_matrix.py: optax / the paper's equations written in the test,
-  100 closed-loop steps on a noisy quadratic, float32, quadratic_tree.rel_err (final parameters, per leaf
-  max |a - b| / max |b|);
+* tests/test_library_paper.py, tests/test_library_paper_more.py and tests/test_library_matrix.py: optax / the
+  paper's equations written in the test, 100 closed-loop steps on a noisy quadratic, float32,
+  quadratic_tree.rel_err (final parameters, per leaf max |a - b| / max |b|);
 * tests/test_library_torch_ref.py: pytorch_optimizer (or torch.optim) run through torch, 100 steps, float64 on
-  both sides, trajectory.rel_err.
+  both sides, trajectory.rel_err;
+* tests/test_library_noise.py and tests/test_library_objective.py: programs reading the random input noise or
+  evaluating the objective (h, grad_at), against the paper's equations (with the same draws), optax.contrib or
+  pytorch_optimizer, each with its suite's metric (``suite_cases()``).
 
 A program reached only as another's fallback (e.g. adamp_conv) is verified by that program's cases. The table
 (docs/library.md) and its data (docs/library.json, read by ``metaopt list --verified``) say per program which
@@ -81,9 +84,10 @@ def _optax_suite() -> Iterator[Case]:
 
 def _paper_suite() -> Iterator[Case]:
     import test_library_paper as T
+    import test_library_paper_more as T2   # same protocol and run helpers (it imports them from T)
     from quadratic_tree import rel_err
     suite = "tests/test_library_paper.py"
-    readers = T.LOSS_READERS | T.MORE_LOSS_READERS
+    readers = T.LOSS_READERS | T.MORE_LOSS_READERS | T2.LOSS_READERS
 
     def run(name, lr, kind, ref, hp):
         value = name in readers
@@ -96,6 +100,10 @@ def _paper_suite() -> Iterator[Case]:
     for cid, (name, lr, kind, ref, hp) in {**T.CASES, **T.MORE_CASES}.items():
         label = f"optax {version('optax')} {optax_call(name)}" if kind == "optax" else f"equations in {suite}"
         yield Case(cid, name, suite, label, "float32", T.TOL, lambda a=(name, lr, kind, ref, hp): run(*a))
+    suite2 = "tests/test_library_paper_more.py"
+    for cid, (name, lr, kind, ref, hp) in T2.CASES.items():
+        label = f"optax {version('optax')} {optax_call(name)}" if kind == "optax" else f"equations in {suite2}"
+        yield Case(cid, name, suite2, label, "float32", T.TOL, lambda a=(name, lr, kind, ref, hp): run(*a))
 
 
 def _matrix_suite() -> Iterator[Case]:
@@ -115,8 +123,25 @@ def _torch_suite() -> Iterator[Case]:
                    opts.get("tol", T.TOL), lambda cid=cid: T.measure(cid))
 
 
+def _inputs_suite() -> Iterator[Case]:
+    import test_library_noise
+    import test_library_objective
+    for T, suite in ((test_library_noise, "tests/test_library_noise.py"),
+                     (test_library_objective, "tests/test_library_objective.py")):
+        for cid, name, ref, precision, tol, run in T.suite_cases():
+            if ref.startswith("torch:"):
+                import test_library_torch_ref
+                label = test_library_torch_ref.reference_label(ref.split(":", 1)[1])
+            elif ref == "optax":
+                label = f"optax {version('optax')} {optax_call(name)}"
+            else:
+                label = f"equations in {suite}"
+            yield Case(cid, name, suite, label, precision, tol, run)
+
+
 def all_cases() -> list[Case]:
-    return [c for suite in (_optax_suite, _paper_suite, _matrix_suite, _torch_suite) for c in suite()]
+    return [c for suite in (_optax_suite, _paper_suite, _matrix_suite, _torch_suite, _inputs_suite)
+            for c in suite()]
 
 
 def source_digest(name: str) -> str:

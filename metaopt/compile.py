@@ -12,7 +12,9 @@ All of this is Python run once at trace time: inside ``jit`` nothing is left but
 
 State: a NamedTuple ``<Name>State(count, <one field per state>, fallback)``. ``tensor``/``scalar``/``row``/
 ``col`` states are trees shaped like the parameters (``optax.MaskedNode`` at leaves a fallback handles);
-``global`` states are one 0-d array; ``fallback`` is the fallback program's state (or ``None``).
+``global`` states are one 0-d array; ``fallback`` is the fallback program's state (or ``None``). A program
+reading random inputs (``noise``, ``h``) has a field ``rng_key`` after ``count``: ``PRNGKey(seed)``, from which
+each step's draws are folded (metaopt/dsl/inputs.py), as ``optax.add_noise`` keeps its key in its state.
 
 Hyperparameters may be JAX scalars as well as Python numbers, so ``optax.inject_hyperparams`` works under
 ``jit``: ``optax.inject_hyperparams(optax_factory(program), static_args=static_hyperparams(program))``. A
@@ -34,7 +36,9 @@ import jax.numpy as jnp
 import optax
 
 from metaopt import library
-from metaopt.dsl import ops
+from metaopt.dsl import inputs, ops
+from metaopt.dsl import pyhelpers as H
+from metaopt.dsl.matrix_kinds import SQUARE
 from metaopt.leaf_io import io_leaves, io_prefixes
 from metaopt.dsl.program import BoolOp, Call, Compare, Const, Expr, Predicate, Program, Var, free_vars
 
@@ -146,6 +150,9 @@ def _fit(value, kind: str, like: jax.Array, dtype) -> jax.Array:
         shape = like.shape[:-1] + (1,)
     elif kind == "col":
         shape = like.shape[:-2] + (1, like.shape[-1])
+    elif kind in SQUARE:   # square, on the longer / shorter side of the 2-D leaf
+        side = max(like.shape) if kind == "major" else min(like.shape)
+        shape = (side, side)
     else:
         shape = ()
     return jnp.broadcast_to(jnp.asarray(value, dtype), shape)
@@ -157,7 +164,9 @@ class Rule:
     def __init__(self, program: Program, hp: dict[str, Any]):
         self.p, self.hp = program, _concrete_static(program, hp)
         self.names = tuple(s.name for s in program.states)
-        self.cls = state_class(program.name, self.names)
+        # random inputs (noise, h) are drawn from a PRNG key kept in the state (metaopt/dsl/inputs.py)
+        self.drawn = inputs.random_inputs(program.reads())
+        self.cls = state_class(program.name, ("rng_key",) * bool(self.drawn) + self.names)
         self.fallback: Rule | None = None
         if program.fallback is not None:
             f = program.fallback
@@ -166,9 +175,14 @@ class Rule:
             self.fallback = Rule(target, resolve_hyperparams(target, args, f"fallback {f.name} of {program.name}"))
         self.reads_loss = "loss" in program.reads() or bool(self.fallback and self.fallback.reads_loss)
         self.reads_w = "w" in program.reads() or bool(self.fallback and self.fallback.reads_w)
+        own = inputs.objective_uses(program)
+        # what of this rule (or its fallback) needs update(..., obj_fn=): names for the error message
+        self.needs_obj = own + [n for n in (self.fallback.needs_obj if self.fallback else []) if n not in own]
         uses = program.ops_used()
         self.needs_matrix = any(ops.get(o).kind in ("factored", "matrix") for o in uses) or any(
             s.kind in ("row", "col") for s in program.states)
+        # major/minor state is defined on a 2-D leaf only (metaopt/dsl/matrix_kinds.py)
+        self.needs_2d = any(s.kind in SQUARE for s in program.states)
 
     def mine(self, shapes: list[tuple[int, ...] | None], ios: list[bool]) -> list[bool]:
         """Which of the given leaves (``None`` = not ours at all; ``ios``: of the input/output layers) this
@@ -176,6 +190,12 @@ class Rule:
         f = self.p.fallback
         out = [s is not None and not (f is not None and leaf_matches(f.when, s, self.hp, io))
                for s, io in zip(shapes, ios)]
+        if self.needs_2d:
+            for s, m in zip(shapes, out):
+                if m and len(s) != 2:
+                    raise ValueError(f"{self.p.name} keeps major/minor (matrix-shaped) state, defined for 2-D "
+                                     f"leaves, but a leaf of shape {s} reaches it; add `fallback NAME(...) when "
+                                     f"ndim != 2`")
         if self.needs_matrix:
             for s, m in zip(shapes, out):
                 if m and len(s) < 2:
@@ -194,6 +214,8 @@ class Rule:
             leaves = [_fit(self._eval(s.init, {**self.hp, "w": w}, [], {}), s.kind, w, w.dtype) if m
                       else optax.MaskedNode() for w, m in zip(ws, mine)]
             fields[s.name] = treedef.unflatten(leaves)
+        if self.drawn:
+            fields["rng_key"] = H.rng_key(self.hp[inputs.SEED])
         fb = self.fallback.init(self._sub_leaves(ws, mine), ios, treedef) if self.fallback else None
         return self.cls(jnp.zeros([], jnp.int32), **fields, fallback=fb)
 
@@ -211,19 +233,27 @@ class Rule:
                 partials = [op.partial(en["g"], *(self._eval(a, en, envs, cache) for a in e.args)) for en in envs]
                 cache[e] = ops.combine(op, partials)
             return cache[e]
+        if op.kind == "objective":
+            if e not in cache:   # a barrier too: every leaf's point, then one evaluation of obj_fn for all
+                points = {en["#i"]: self._eval(e.args[0], en, envs, cache) for en in envs}
+                cache[e] = getattr(H, op.helper)(env["#obj"], points)
+            return cache[e][env["#i"]]
         return op.fn(*(self._eval(a, env, envs, cache) for a in e.args))
 
-    def update(self, gs: list, ws: list, ios: list[bool], state, treedef, t, lr, loss) -> tuple[list, tuple]:
-        """Directions ``u`` for the leaves this rule (or its fallback) handles, and the new state."""
+    def update(self, gs: list, ws: list, ios: list[bool], state, treedef, t, lr, loss, obj=None
+               ) -> tuple[list, tuple]:
+        """Directions ``u`` for the leaves this rule (or its fallback) handles, and the new state. ``obj``:
+        ``(obj_fn, treedef, every parameter leaf)`` when the rule needs the objective."""
         shapes = [None if g is None else tuple(g.shape) for g in gs]
         mine = self.mine(shapes, ios)
         idx = [i for i, m in enumerate(mine) if m]
-        base = {**self.hp, "t": t, "lr": lr, "loss": loss}
+        base = {**self.hp, "t": t, "lr": lr, "loss": loss, "#obj": obj}
         per_leaf = {n: treedef.flatten_up_to(getattr(state, n)) for n, s in zip(self.names, self.p.states)
                     if s.kind != "global"}
+        drawn = self._draw(idx, gs, state, obj)
         envs = []
         for i in idx:
-            env = {**base, "g": gs[i], "w": ws[i]}
+            env = {**base, "g": gs[i], "w": ws[i], "#i": i, **{n: d[i] for n, d in drawn.items()}}
             for s in self.p.states:
                 env[s.name] = getattr(state, s.name) if s.kind == "global" else per_leaf[s.name][i]
             envs.append(env)
@@ -233,8 +263,9 @@ class Rule:
             for env, v in zip(envs, values):
                 env[a.target] = v
         us: list = [None] * len(gs)
+        out_cache: dict = {}   # the output's global / objective values, shared by all leaves
         for i, env in zip(idx, envs):
-            us[i] = jnp.broadcast_to(self._eval(self.p.output, env, envs, {}), gs[i].shape)
+            us[i] = jnp.broadcast_to(self._eval(self.p.output, env, envs, out_cache), gs[i].shape)
         fields = {}
         for s in self.p.states:
             old = getattr(state, s.name)
@@ -249,18 +280,36 @@ class Rule:
         if self.fallback is not None:
             sub_g = self._sub_leaves(gs, mine)
             fus, fb = self.fallback.update(sub_g, self._sub_leaves(ws, mine), ios, state.fallback, treedef, t, lr,
-                                           loss)
+                                           loss, obj)
             us = [fu if not m and g is not None else u for u, fu, m, g in zip(us, fus, mine, gs)]
+        if self.drawn:
+            fields["rng_key"] = state.rng_key   # draws fold in the count: the key itself stays
         return us, self.cls(optax.safe_increment(state.count), **fields, fallback=fb)
+
+    def _draw(self, idx: list[int], gs: list, state, obj) -> dict[str, dict[int, jax.Array]]:
+        """The random inputs the program reads, per handled leaf (metaopt/dsl/inputs.py's key derivation)."""
+        out = {}
+        for name in self.drawn:
+            keys = {i: H.leaf_key(state.rng_key, state.count, i, inputs.get(name).stream) for i in idx}
+            if name == "noise":
+                out[name] = {i: H.normal_like(keys[i], gs[i]) for i in idx}
+            elif name == "h":
+                out[name] = H.hutchinson(obj, {i: H.rademacher_like(keys[i], obj[2][i]) for i in idx})
+            else:
+                raise AssertionError(name)
+        return out
 
 
 def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule, *, io_paths: Sequence[str] = (),
              **hyperparams: float | jax.Array) -> optax.GradientTransformationExtraArgs:
     """Compile ``program`` into ``optax.GradientTransformationExtraArgs``.
 
-    ``update(grads, state, params=None, value=None)``: ``params`` is needed when the program (or its
-    fallback) reads ``w``; ``value`` (the minibatch loss, as for ``optax.polyak_sgd``) when it reads
-    ``loss``. Hyperparameters not given take the program's defaults; unknown names raise ``TypeError``.
+    ``update(grads, state, params=None, value=None, obj_fn=None)``: ``params`` is needed when the program (or
+    its fallback) reads ``w``; ``value`` (the minibatch loss, as for ``optax.polyak_sgd``) when it reads
+    ``loss``; ``obj_fn`` (``params -> scalar loss`` on the current batch, as for ``optax.contrib.sophia``), and
+    ``params``, when it reads ``h`` or uses ``grad_at``. Random inputs (``noise``, ``h``) are drawn from the key
+    in the state (``PRNGKey(seed)``, see metaopt/dsl/inputs.py). Hyperparameters not given take the program's
+    defaults; unknown names raise ``TypeError``.
     ``learning_rate`` and hyperparameters may be JAX scalars (traced ones too), except the structural
     ``static_hyperparams(program)``.
 
@@ -276,18 +325,23 @@ def to_optax(program: Program, learning_rate: float | jax.Array | optax.Schedule
         leaves, treedef = jax.tree.flatten(params)
         return rule.init(leaves, io_leaves(params, io_paths), treedef)
 
-    def update_fn(updates, state, params=None, value=None, **extra):
+    def update_fn(updates, state, params=None, value=None, obj_fn=None, **extra):
         del extra   # other extra args of a chain are not ours
         gs, treedef = jax.tree.flatten(updates)
         if rule.reads_w and params is None:
             raise ValueError(f"{program.name} reads the parameters `w`: call update(grads, state, params)")
         if rule.reads_loss and value is None:
             raise ValueError(f"{program.name} reads `loss`: call update(grads, state, params, value=loss)")
+        if rule.needs_obj and (obj_fn is None or params is None):
+            raise ValueError(f"{program.name} evaluates the objective ({', '.join(rule.needs_obj)}): call "
+                             f"update(grads, state, params, obj_fn=f) with f(params) -> the loss on the current "
+                             f"batch (as for optax.contrib.sophia)")
         ws = treedef.flatten_up_to(params) if params is not None else [None] * len(gs)
+        obj = (obj_fn, treedef, ws) if rule.needs_obj else None
         lr = learning_rate(state.count) if scheduled else learning_rate
         t = optax.safe_increment(state.count).astype(jnp.float32)
         loss = None if value is None else jnp.asarray(value, jnp.float32)
-        us, new_state = rule.update(gs, ws, io_leaves(updates, io_paths), state, treedef, t, lr, loss)
+        us, new_state = rule.update(gs, ws, io_leaves(updates, io_paths), state, treedef, t, lr, loss, obj)
         if scheduled:
             out = [(jnp.asarray(-lr, g.dtype) * u).astype(g.dtype) for g, u in zip(gs, us)]
         else:

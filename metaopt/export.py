@@ -16,7 +16,7 @@ import textwrap
 
 from metaopt import leaf_io
 from metaopt.compile import state_class
-from metaopt.dsl import ops, pyhelpers
+from metaopt.dsl import inputs, ops, pyhelpers
 from metaopt.dsl.program import (INPUT_KINDS, BoolOp, Call, Compare, Const, Expr, Predicate, Program, Var,
                                  format_number, walk)
 from metaopt.dsl.validate import expr_kind
@@ -27,7 +27,8 @@ _LEAF_IO = ("io_prefixes", "leaf_paths", "io_leaves")   # copied verbatim from m
 
 _RESERVED = {"jax", "jnp", "optax", "math", "functools", "NamedTuple", "Any", "idx", "n", "i", "state", "treedef",
              "gs", "ws", "us", "fb", "fus", "learning_rate", "params", "updates", "value", "extra", "init_fn", "update_fn", "shape",
-             "io", "ios", "io_paths", *_LEAF_IO,
+             "io", "ios", "io_paths", *_LEAF_IO, "obj", "obj_fn", "rng_key", "leaf_key", "normal_like", "_draw_dtype",
+             "rademacher_like", "hutchinson",
              *dir(builtins),
              *(op.helper for op in ops.all_ops() if op.helper)}   # helper functions live at module level
 # Fallback predicates' leaf quantities over a handles() function's arguments `shape` and `io` (a bool)
@@ -84,6 +85,12 @@ class _Gen:
         self.fn = _py_name(program.name)
         self.cls = state_class(program.name, tuple(s.name for s in program.states)).__name__
         self.hp = [_py_name(n) for n, _ in program.hyperparams]
+        self.drawn = inputs.random_inputs(program.reads())   # random inputs: a PRNG key in the state
+        if self.drawn:
+            self.helpers |= {"rng_key", "leaf_key"} | {"noise": {"normal_like", "_draw_dtype"},
+                                                       "h": {"rademacher_like", "hutchinson"}}[self.drawn[0]]
+            if len(self.drawn) > 1:
+                self.helpers |= {"normal_like", "_draw_dtype", "rademacher_like", "hutchinson"}
 
     def sig(self) -> str:
         return ", ".join(f"{h}={_num(v)}" for h, (_, v) in zip(self.hp, self.p.hyperparams))
@@ -99,6 +106,8 @@ class _Gen:
     def state_class(self) -> list[str]:
         lines = [f"class {self.cls}(NamedTuple):", f'    """State of {self.p.name}: step count, one field per '
                  f'DSL state (global: one value), the fallback\'s state."""', "    count: Any"]
+        if self.drawn:
+            lines.append("    rng_key: Any   # PRNGKey(seed): each step's draws fold in count, leaf and stream")
         lines += [f"    {_py_name(s.name)}: Any" for s in self.p.states]
         lines.append("    fallback: Any = None")
         return lines
@@ -129,7 +138,7 @@ class _Gen:
         if kind == "init":
             return [f"    fb = _{_py_name(f.name)}_init({sub.format('ws')}, ios, treedef{', ' + args if args else ''})"]
         return [f"    fus, fb = _{_py_name(f.name)}_step({sub.format('gs')}, {sub.format('ws')}, ios, state.fallback, "
-                f"treedef{', ' + args if args else ''}, t=t, lr=lr, loss=loss)",
+                f"treedef{', ' + args if args else ''}, t=t, lr=lr, loss=loss, obj=obj)",
                 "    us = [fu if i not in idx else u for i, (u, fu) in enumerate(zip(us, fus))]"]
 
     def init(self) -> list[str]:
@@ -150,6 +159,8 @@ class _Gen:
         L += self.fallback_call("init")
         fields = ", ".join(f"{_py_name(s.name)}" if s.kind == "global" else f"treedef.unflatten(_{_py_name(s.name)})"
                            for s in p.states)
+        if self.drawn:
+            fields = f"rng_key({_py_name(inputs.SEED)}){', ' + fields if fields else ''}"
         L.append(f"    return {self.cls}(jnp.zeros([], jnp.int32), {fields + ', ' if fields else ''}fallback=fb)")
         return L
 
@@ -157,9 +168,9 @@ class _Gen:
         p = self.p
         sig = f", {self.sig()}" if self.hp else ""
         kinds = {**INPUT_KINDS, **{n: "const" for n, _ in p.hyperparams}, **{s.name: s.kind for s in p.states}}
-        per_leaf = {"g", "w"} | {s.name for s in p.states if s.kind != "global"}
-        L = [f"def _{self.fn}_step(gs, ws, ios, state, treedef{sig}, *, t, lr, loss):", self.mine_line("gs"),
-             "    us = [None] * len(gs)"]
+        per_leaf = {"g", "w"} | {s.name for s in p.states if s.kind != "global"} | set(self.drawn)
+        L = [f"def _{self.fn}_step(gs, ws, ios, state, treedef{sig}, *, t, lr, loss, obj):", self.mine_line("gs"),
+             "    us = [None] * len(gs)"] + self.draws()
         for s in p.states:
             name = _py_name(s.name)
             L.append(f"    {name} = state.{name}" if s.kind == "global"
@@ -175,13 +186,15 @@ class _Gen:
         stmts = [(a.target, a.expr) for a in p.body] + [("__u", p.output)]
         for target, e in stmts:
             self.note_helpers(e)
-            gcalls = [c for c in _post_order(e) if isinstance(c, Call) and ops.get(c.op).kind == "global"]
+            gcalls = [c for c in _post_order(e) if isinstance(c, Call) and ops.get(c.op).kind in ("global",
+                                                                                                 "objective")]
             if any(c not in gl for c in gcalls):
                 flush()
                 for c in gcalls:
                     if c not in gl:
-                        gl[c] = f"__g{len(gl)}"
-                        L.extend(self.reduction(c, gl[c], per_leaf, gl))
+                        var = f"__g{len(gl)}"
+                        L.extend(self.reduction(c, var, per_leaf, gl))
+                        gl[c] = var if ops.get(c.op).kind == "global" else f"{var}[i]"   # objective: per leaf
             k = "tensor" if target == "__u" else expr_kind(p, e, kinds)
             if target != "__u":
                 if target not in {s.name for s in p.states}:
@@ -200,8 +213,22 @@ class _Gen:
         L += self.fallback_call("step")
         fields = ", ".join(f"jnp.asarray({_py_name(s.name)}, state.{_py_name(s.name)}.dtype)" if s.kind == "global"
                            else f"treedef.unflatten(_{_py_name(s.name)})" for s in p.states)
+        if self.drawn:
+            fields = "state.rng_key" + (", " + fields if fields else "")
         L.append(f"    return us, {self.cls}(optax.safe_increment(state.count), "
                  f"{fields + ', ' if fields else ''}fallback=fb)")
+        return L
+
+    def draws(self) -> list[str]:
+        """The random inputs the program reads, per handled leaf (metaopt/dsl/inputs.py's key derivation)."""
+        L = []
+        for name in self.drawn:
+            key = f"leaf_key(state.rng_key, state.count, i, {inputs.get(name).stream})"
+            if name == "noise":
+                L += ["    _noise = [None] * len(gs)", "    for i in idx:",
+                      f"        _noise[i] = normal_like({key}, gs[i])"]
+            else:
+                L.append(f"    _h = hutchinson(obj, {{i: rademacher_like({key}, obj[2][i]) for i in idx}})")
         return L
 
     def _loads(self, exprs: list[Expr], per_leaf: set[str], assigned: set[str]) -> str:
@@ -251,10 +278,12 @@ class _Gen:
         op = ops.get(c.op)
         r = _Expr({}, {k: v for k, v in gl.items() if k != c})
         args = [r(a)[0] for a in c.args]
-        L = ["    __p = []", "    for i in idx:"]
+        L = ["    __p = []" if op.kind == "global" else "    __p = {}", "    for i in idx:"]
         loads = self._loads(list(c.args), per_leaf, set())
         if loads:
             L.append(loads)
+        if op.kind == "objective":   # every leaf's point, then one evaluation of obj_fn (pyhelpers)
+            return L + [f"        __p[i] = {op.py.format(*args)}", f"    {var} = {op.helper}(obj, __p)"]
         L.append(f"        __p.append({op.py.format(*args, leaf='gs[i]')})")
         total = "functools.reduce(jnp.maximum, __p)" if op.combine == "max" else "sum(__p[1:], __p[0])"
         L.append(f"    {var} = {op.py_finish.format(total)}")
@@ -284,6 +313,9 @@ def _storage(w, kind):
         return w.shape[:-1] + (1,)
     if kind == "col":
         return w.shape[:-2] + (1, w.shape[-1])
+    if kind in ("major", "minor"):   # square, on the longer / shorter side of a 2-D leaf
+        side = max(w.shape) if kind == "major" else min(w.shape)
+        return (side, side)
     return ()
 
 
@@ -317,14 +349,25 @@ def to_source(program: Program) -> str:
     helper_src = [inspect.getsource(getattr(pyhelpers, h)) for h in sorted(helpers)]
     if helpers & {"gt", "lt", "ge", "le"}:
         helper_src.insert(0, inspect.getsource(pyhelpers._mask))
-    if helpers & {"row_mean", "col_mean"}:
+    if helpers & {"row_mean", "col_mean", "row_max", "col_max"}:
         helper_src.insert(0, inspect.getsource(pyhelpers._need_matrix))
-    if helpers & {"orthogonalize", "whiten", "svd_basis", "project", "unproject", "row_normalize", "col_normalize"}:
+    square_ops = any(ops.get(o).sig for g in gens for o in g.p.ops_used())   # major/minor ops: matrix_kinds.py
+    if square_ops:
+        helper_src[:0] = [inspect.getsource(getattr(pyhelpers, h)) for h in ("_tall", "_first_columns", "_sign_fixed")]
+    if square_ops or helpers & {"orthogonalize", "whiten", "svd_basis", "project", "unproject", "row_normalize",
+                                "col_normalize"}:
         helper_src.insert(0, inspect.getsource(pyhelpers._as_matrix))
     helper_src.append("\n\n".join(inspect.getsource(getattr(leaf_io, h)) for h in _LEAF_IO))
     sig = f", {main.sig()}" if main.hp else ""
     hp_kw = ", ".join(f"{h}={h}" for h in main.hp)
     doc = textwrap.indent(str(program).rstrip(), "    ")
+    needs = sorted({n for g in gens for n in inputs.objective_uses(g.p)})
+    what = f"{program.name} evaluates the objective ({', '.join(needs)}): call "
+    obj_check = "" if not needs else (
+        "        if obj_fn is None or params is None:\n"
+        f"            raise ValueError({what!r}\n"
+        "                             'update(grads, state, params, obj_fn=f) with f(params) -> the loss on the "
+        "current batch')\n")
     top = f'''
 
 def {main.fn}(learning_rate{sig}, io_paths=()) -> optax.GradientTransformationExtraArgs:
@@ -333,8 +376,9 @@ def {main.fn}(learning_rate{sig}, io_paths=()) -> optax.GradientTransformationEx
     learning_rate: a float or an optax schedule (called with the number of previous updates).
     io_paths: key-path prefixes ('/'-joined pytree keys, e.g. ("Embed_0", "head") for flax params) of the
     leaves of the model's input and output layers, where a fallback predicate's `io` is 1; default none.
-    update(grads, state, params=None, value=None): params when the rule reads w, value= the loss when it
-    reads loss.
+    update(grads, state, params=None, value=None, obj_fn=None): params when the rule reads w, value= the loss
+    when it reads loss, obj_fn= (params -> the loss on the current batch, as for optax.contrib.sophia) and params
+    when it evaluates the objective (h, grad_at).
     """
     io_paths = io_prefixes(io_paths)
 
@@ -342,14 +386,16 @@ def {main.fn}(learning_rate{sig}, io_paths=()) -> optax.GradientTransformationEx
         ws, treedef = jax.tree.flatten(params)
         return _{main.fn}_init(ws, io_leaves(params, io_paths), treedef{', ' + hp_kw if hp_kw else ''})
 
-    def update_fn(updates, state, params=None, value=None, **extra):
+    def update_fn(updates, state, params=None, value=None, obj_fn=None, **extra):
         gs, treedef = jax.tree.flatten(updates)
         ios = io_leaves(updates, io_paths)
         ws = treedef.flatten_up_to(params) if params is not None else [None] * len(gs)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         t = optax.safe_increment(state.count).astype(jnp.float32)
         loss = None if value is None else jnp.asarray(value, jnp.float32)
-        us, state = _{main.fn}_step(gs, ws, ios, state, treedef{', ' + hp_kw if hp_kw else ''}, t=t, lr=lr, loss=loss)
+{obj_check}        obj = None if obj_fn is None else (obj_fn, treedef, ws)
+        us, state = _{main.fn}_step(gs, ws, ios, state, treedef{', ' + hp_kw if hp_kw else ''}, t=t, lr=lr, loss=loss,
+                                    obj=obj)
         if callable(learning_rate):
             out = [(jnp.asarray(-lr, g.dtype) * u).astype(g.dtype) for g, u in zip(gs, us)]
         else:

@@ -12,17 +12,20 @@ with its registry torch form (``Op.torch``); helpers come verbatim from ``metaop
 Conventions (documented in docs/torch.md): ``t`` counts ``step()`` calls of the optimizer (one count for all
 parameters, as metaopt's ``t``), float32 like ``t``, ``loss`` (float32) and global states in metaopt;
 optimizer-wide values (global states, ``step``) live in ``state["global"]``, so ``state_dict`` round-trips
-them. Speed: constants are hoisted out of the parameter loop as Python floats, and fresh temporaries and state
-buffers are updated in place (``lerp_``, ``addcmul_``, ``add_(alpha=)``, ``addcdiv_`` for the final update).
+them. Random inputs (``noise``, ``h``'s Rademacher signs) are JAX's own draws, reproduced bit for bit, and the
+objective's (``h``, ``grad_at``) come from ``step``'s closure (metaopt/torch_inputs.py). Speed: constants are
+hoisted out of the parameter loop as Python floats, and fresh temporaries and state buffers are updated in place
+(``lerp_``, ``addcmul_``, ``add_(alpha=)``, ``addcdiv_`` for the final update).
 """
 from __future__ import annotations
 
-import inspect
+import ast
+import functools
+import importlib.util
 import re
 import textwrap
 
-from metaopt import torch_runtime
-from metaopt.dsl import ops
+from metaopt.dsl import inputs, ops
 from metaopt.dsl.program import INPUT_KINDS, Call, Const, Expr, Program, Var, walk
 from metaopt.dsl.validate import expr_kind
 from metaopt.export import _num, _post_order, _predicate, _py_name, program_chain
@@ -77,6 +80,8 @@ class _Step(InPlaceForms):
         self.count = 0
         self.gl: dict[Call, str] = {}
         self.multi = False
+        self.drawn = inputs.random_inputs(program.reads())   # noise, h: drawn per parameter before the statements
+        self.needs_n = bool(self.drawn)                      # the step defines n (parameters handled)
 
     # ------------------------------------------------------------------ naming
     def fresh(self, dsl: str) -> str:
@@ -163,6 +168,10 @@ class _Step(InPlaceForms):
             return blk.local[name]
         if name == "g":
             return "g"
+        if name in self.drawn:   # drawn for every parameter before the statements (draws())
+            blk.loads.append(f"{name} = _{name}[i]")
+            blk.local[name] = name
+            return name
         if name == "w":
             blk.loads.append("w = p")
         elif name in self.states and self.states[name].kind != "global":
@@ -280,6 +289,12 @@ class _Step(InPlaceForms):
             text, prec, _ = self.rt(a, blk)
             args.append(f"torch.as_tensor({text})" if self.kind(a) == "const" else _paren(text, prec, 5))
         partial, finish = op.torch
+        if op.kind == "objective":   # every parameter's point, then one evaluation (torch_inputs._grad_at)
+            self.helpers.add(finish)
+            self.needs_n = True
+            blk.body += ["_pp[i] = p", f"_pt[i] = {partial.format(*args)}"]
+            return (["    _pp, _pt = [None] * n, [None] * n"] + self.loop(blk)
+                    + [f"    {var} = {finish}({self.p.name!r}, env['closure'], _pp, _pt)"])
         self.note(partial + finish)
         blk.body.append(f"_p.append({partial.format(*args, leaf='g')})")
         combine = "_combine_max" if op.combine == "max" else "_combine_sum"
@@ -307,10 +322,11 @@ class _Step(InPlaceForms):
 
         for target, e in stmts:
             for c in _post_order(e):
-                if isinstance(c, Call) and ops.get(c.op).kind == "global" and c not in self.gl:
+                if isinstance(c, Call) and ops.get(c.op).kind in ("global", "objective") and c not in self.gl:
                     flush()
-                    self.gl[c] = f"g{len(self.gl)}_"
-                    out.extend(self.reduction(c, self.gl[c]))
+                    var = f"g{len(self.gl)}_"
+                    out.extend(self.reduction(c, var))
+                    self.gl[c] = var if ops.get(c.op).kind == "global" else f"{var}[i]"   # objective: per leaf
                     per_leaf_blocks += 1
             k = self.kind(e)
             if target is None:
@@ -362,11 +378,12 @@ class _Step(InPlaceForms):
         if per_leaf_blocks <= 1:   # a single loop: per-leaf temporaries never outlive it
             out = [x for x in out if not any(x.strip() == f"_{py}[i] = {py}" for py in keeps)]
             keeps = set()
-        head = [f"def _{self.fn}_step(groups, glob, t, loss):",
+        head = [f"def _{self.fn}_step(groups, glob, t, loss, env):",
                 f'    """One step of {p.name} for the parameters it handles: groups = [(hp, [(i, p, g, state)])]."""',
                 ]
-        if keeps:
+        if keeps or self.needs_n:
             head.append("    n = sum(len(members) for _, members in groups)")
+        head += self.draws()
         if shared:
             head.append("    hp0 = groups[0][0]")
             self.helpers.add("_check_uniform")
@@ -386,10 +403,31 @@ class _Step(InPlaceForms):
             else:
                 fields.append(f"{s.name!r}: _new_state({text}, p, {s.kind!r})")
         self.helpers |= {"_new_state", "_global"}
+        if self.drawn:   # the PRNG key of the random inputs, PRNGKey(seed) (metaopt/dsl/inputs.py)
+            self.helpers.add("_rng_key")
+            gfields.append(f"'rng_key': _rng_key(hp[{_name(inputs.SEED)!r}])")
         return ([f"def _{self.fn}_init(p, hp):"] + ["    " + x for x in blk.loads] + self.header(blk, "    ")
                 + [f"    return {{{', '.join(fields)}}}", "", "",
                    f"def _{self.fn}_init_global(hp):"] + self.header(gblk, "    ")
                 + [f"    return {{{', '.join(gfields)}}}"])
+
+    def draws(self) -> list[str]:
+        """The random inputs, per parameter: JAX's draws (torch_inputs), keys folded from the step count, the
+        parameter's position among all the optimizer's parameters (the leaf index) and the stream."""
+        L = []
+        for name in self.drawn:
+            key = f"_leaf_key(glob['rng_key'], env['count'], env['index'][id(p)], {inputs.get(name).stream})"
+            loop = ["    for hp, members in groups:", "        for i, p, g, st in members:"]
+            self.helpers.add("_leaf_key")
+            if name == "noise":
+                self.helpers |= {"_normal_like", "_random_words", "_threefry2x32"}
+                L += ["    _noise = [None] * n"] + loop + [f"            _noise[i] = _normal_like({key}, g)"]
+            else:
+                self.helpers |= {"_rademacher_like", "_random_words", "_threefry2x32", "_hutchinson"}
+                L += ["    _pp, _z = [None] * n, [None] * n"] + loop + [
+                    "            _pp[i] = p", f"            _z[i] = _rademacher_like({key}, p)",
+                    f"    _h = _hutchinson({self.p.name!r}, _pp, _z)"]
+        return L
 
     def route(self) -> list[str]:
         from metaopt import library
@@ -430,19 +468,38 @@ def to_torch_source(program: Program) -> str:
         chunks += ["", ""] + gen.route() + ["", ""] + gen.init() + ["", ""] + gen.step()
     helpers = {"_const", "_grad"} | set().union(*(g.helpers for g in gens))
     deps = {"_clip": {"_maximum", "_minimum"}, "_gt": {"_mask"}, "_lt": {"_mask"}, "_ge": {"_mask"},
-            "_le": {"_mask"}, "_row_mean": {"_need_matrix"}, "_col_mean": {"_need_matrix"}}
+            "_le": {"_mask"}, "_row_mean": {"_need_matrix"}, "_col_mean": {"_need_matrix"},
+            "_row_max": {"_need_matrix"}, "_col_max": {"_need_matrix"}}
     for h in list(helpers):
         helpers |= deps.get(h, set())
     if any(h in helpers for h in ("_orthogonalize", "_whiten", "_svd_basis", "_project", "_unproject",
                                   "_row_normalize", "_col_normalize")):
         helpers.add("_as_matrix")
-    order = [n for n, _ in inspect.getmembers(torch_runtime, inspect.isfunction)]
-    src_order = sorted(order, key=lambda n: inspect.getsourcelines(getattr(torch_runtime, n))[1])
-    helper_src = [inspect.getsource(getattr(torch_runtime, h)) for h in src_order if h in helpers]
+    if any(ops.get(o).sig for q in chain for o in q.ops_used()):   # major/minor ops: tall view, rank mask
+        helpers |= {"_as_matrix", "_tall", "_first_columns", "_sign_fixed"}
+    helper_src = []
+    for module in ("metaopt.torch_runtime", "metaopt.torch_inputs"):   # torch_inputs: random and objective inputs
+        helper_src += [src for name, src in _private_functions(module).items() if name in helpers]
     doc = textwrap.indent(str(program).rstrip(), "    ")
     header = (f'"""{program.name}: a torch.optim.Optimizer exported by metaopt from this DSL program '
               f'(needs only torch).\n\n{doc}\n"""\nimport math\n\nimport torch\n\n\n')
     reads_loss = any("loss" in q.reads() for q in chain)
+    objective = [q.name for q in chain if inputs.objective_uses(q)]
     cls = class_source(program, class_name(program), [q.name for q in chain],
-                       [q.name for q in chain if _needs_matrix(q)], reads_loss)
+                       [q.name for q in chain if _needs_matrix(q)], reads_loss, objective)
     return header + "\n\n".join(helper_src) + "\n".join(chunks) + "\n\n\n" + cls
+
+
+@functools.lru_cache(maxsize=None)
+def _private_functions(module: str) -> dict[str, str]:
+    """The source of each top-level ``_name`` function of ``module``, in file order, read from its file.
+
+    Read with ``ast`` rather than imported: those modules import torch, and exporting a program (or importing
+    metaopt) must not need the ``torch`` extra (nor pay torch's ~1.5 s import in every worker process).
+    """
+    path = importlib.util.find_spec(module).origin
+    with open(path) as fh:
+        text = fh.read()
+    return {node.name: ast.get_source_segment(text, node) + "\n"
+            for node in ast.parse(text).body
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("_")}

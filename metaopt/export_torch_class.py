@@ -13,6 +13,7 @@ _STEPS = {{{steps}}}
 _INITS = {{{inits}}}
 _INIT_GLOBALS = {{{init_globals}}}
 _NEEDS_MATRIX = {needs_matrix!r}
+_OBJECTIVE = {objective!r}   # programs that evaluate the objective again (h, grad_at): not with maximize=True
 _HYPERPARAMETERS = {hp_names!r}
 
 
@@ -84,6 +85,10 @@ class {cls}(torch.optim.Optimizer):
         t = torch.tensor(float(glob["step"]), dtype=self.step_dtype)
         loss_f32 = None if loss is None else torch.as_tensor(loss).detach().to(torch.float32)
         buckets = {{name: {{}} for name in _STEPS}}
+        # what the random and objective inputs need: the step's closure, the count of previous steps, and each
+        # parameter's position among all of them (the leaf index of the key derivation, metaopt/dsl/inputs.py)
+        everyone = [p for group in self.param_groups for p in group["params"]]
+        env = {{"closure": closure, "count": glob["step"] - 1, "index": {{id(p): k for k, p in enumerate(everyone)}}}}
         for k, group in enumerate(self.param_groups):
             hp = {{name: float(group[name]) for name in _HYPERPARAMETERS}}
             for p in group["params"]:
@@ -91,6 +96,8 @@ class {cls}(torch.optim.Optimizer):
                     continue
                 g = _grad(p, group["maximize"])
                 prog, php = _{fn}_route(tuple(p.shape), id(p) in self._io, hp)
+                if prog in _OBJECTIVE and group["maximize"]:
+                    raise ValueError(f"{{prog}} evaluates the objective (h, grad_at): maximize=True is not supported")
                 if prog in _NEEDS_MATRIX and p.dim() < 2:
                     raise ValueError(f"{{prog}} uses matrix/factored ops or row/col state but a parameter of "
                                      f"shape {{tuple(p.shape)}} reaches it; add `fallback NAME(...) when ndim < 2`")
@@ -104,12 +111,13 @@ class {cls}(torch.optim.Optimizer):
             if groups:
                 if prog not in glob:
                     glob[prog] = _INIT_GLOBALS[prog](groups[0][0])
-                _STEPS[prog](groups, glob[prog], t, loss_f32)
+                _STEPS[prog](groups, glob[prog], t, loss_f32, env)
         return loss
 '''
 
 
-def class_source(program: Program, cls: str, chain: list[str], needs_matrix: list[str], reads_loss: bool) -> str:
+def class_source(program: Program, cls: str, chain: list[str], needs_matrix: list[str], reads_loss: bool,
+                 objective: list[str] = ()) -> str:
     """The optimizer class and the tables routing parameters to ``program`` or its fallbacks."""
     from metaopt.export_torch import _name
     names = [_name(n) for n, _ in program.hyperparams]
@@ -123,8 +131,12 @@ def class_source(program: Program, cls: str, chain: list[str], needs_matrix: lis
         loss_doc = " The rule reads the loss: ``step`` needs a closure that returns it."
         loss_check = (f"        if loss is None:\n            raise ValueError(\"{program.name} reads the loss: call "
                       f"step(closure) with a closure that recomputes and returns it\")\n")
+    if objective:
+        loss_doc += (f" {', '.join(objective)} evaluate(s) the objective again: pass ``step(closure)`` with a "
+                     f"closure that zeroes the gradients, computes the loss, calls ``loss.backward()`` "
+                     f"(``create_graph=True`` for a program reading h) and returns the loss.")
     table = lambda suffix: ", ".join(f"{n!r}: _{_name(n)}_{suffix}" for n in chain)
     return _CLASS.format(
         steps=table("step"), inits=table("init"), init_globals=table("init_global"), needs_matrix=set(needs_matrix),
-        hp_names=["lr"] + names, cls=cls, name=program.name, hp_doc=hp_doc, loss_doc=loss_doc,
+        hp_names=["lr"] + names, objective=set(objective), cls=cls, name=program.name, hp_doc=hp_doc, loss_doc=loss_doc,
         sig=sig, kw=kw, loss_check=loss_check, fn=_name(program.name)).lstrip("\n")

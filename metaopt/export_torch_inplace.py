@@ -14,7 +14,7 @@ import re
 from metaopt.dsl import ops
 from metaopt.dsl.program import Call, Expr, Var, walk
 
-DIMS = ("row", "col", "tensor")
+DIMS = ("row", "col", "tensor", "major", "minor")   # kinds held in tensors (in-place forms apply)
 UNARY = re.compile(r"torch\.(\w+)\(\{0\}\)")
 
 

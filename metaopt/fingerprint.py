@@ -56,6 +56,14 @@ def digest(updates: np.ndarray) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _probe_objective(grads: list, params: list, loss: float):
+    """obj_fn for rules that evaluate the objective (h, grad_at) on the probes: the quadratic model with the
+    probe's loss and gradient at the current parameters and unit curvature, loss + <g, p - w> + |p - w|^2 / 2."""
+    def f(p):
+        return loss + sum(jnp.sum(g * (x - w) + 0.5 * (x - w) ** 2) for g, x, w in zip(grads, p, params))
+    return f
+
+
 def _compiled_updates(program: Program, steps: int = STEPS) -> np.ndarray:
     """Updates of ``program`` on the fixed inputs through ``to_optax`` (for programs the interpreter
     cannot encode)."""
@@ -67,7 +75,8 @@ def _compiled_updates(program: Program, steps: int = STEPS) -> np.ndarray:
     state, out = opt.init(params), []
     try:
         for g, loss in zip(grads, losses):
-            upd, state = opt.update(split(g), state, params, value=jnp.float32(loss))
+            upd, state = opt.update(split(g), state, params, value=jnp.float32(loss),
+                                    obj_fn=_probe_objective(split(g), params, loss))
             params = optax.apply_updates(params, upd)
             out.append(np.concatenate([np.ravel(u) for u in upd]) / -LR)
     except (ValueError, TypeError) as e:        # e.g. a matrix op reaching a 1-D leaf without fallback

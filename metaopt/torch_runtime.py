@@ -99,6 +99,24 @@ def _col_mean(x):
     return torch.mean(_need_matrix("col_mean", x), dim=-2, keepdim=True)
 
 
+def _row_max(x):
+    return torch.amax(_need_matrix("row_max", x), dim=-1, keepdim=True)
+
+
+def _col_max(x):
+    return torch.amax(_need_matrix("col_max", x), dim=-2, keepdim=True)
+
+
+def _atan2(a, b):
+    # torch.atan2 takes tensors only: a Python float becomes a float64 0-d tensor, which (like a weak JAX scalar)
+    # does not promote the tensor it meets; two floats stay a Python float.
+    if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+        return math.atan2(a, b)
+    a = a if isinstance(a, torch.Tensor) else torch.tensor(float(a), dtype=torch.float64)
+    b = b if isinstance(b, torch.Tensor) else torch.tensor(float(b), dtype=torch.float64)
+    return torch.atan2(a, b)
+
+
 def _as_matrix(name, x, exactly_2d=True):
     # Matrix ops compute in float32 (float64 stays float64) and cast back to x's dtype, as metaopt's JAX ops.
     if (x.dim() != 2) if exactly_2d else (x.dim() < 2):
@@ -167,6 +185,88 @@ def _unproject(p, y):
     return (y @ p[:c, :] if r >= c else p[:, :r] @ y).to(dtype)
 
 
+def _tall(name, x):
+    # The tall view of a 2-D x (x^T when x has fewer rows than columns), whether x was transposed, x's dtype.
+    x, dtype = _as_matrix(name, x)
+    wide = x.shape[0] < x.shape[1]
+    return (x.T if wide else x), wide, dtype
+
+
+def _first_columns(q, r):
+    # q with its columns from index r on set to 0
+    return q * (torch.arange(q.shape[1], device=q.device) < r).to(q.dtype)
+
+
+def _sign_fixed(q):
+    # each column's largest-magnitude entry made positive, as metaopt's JAX op (LAPACK builds disagree on signs)
+    pick = q.gather(0, torch.argmax(torch.abs(q), dim=0, keepdim=True))
+    return q * torch.where(pick < 0, -1.0, 1.0).to(q.dtype)
+
+
+def _gram_major(x):
+    xt, _, dtype = _tall("gram_major", x)
+    return (xt @ xt.T).to(dtype)
+
+
+def _gram_minor(x):
+    xt, _, dtype = _tall("gram_minor", x)
+    return (xt.T @ xt).to(dtype)
+
+
+def _lrmul(a, x, b):
+    # a X~ b on the tall view, computed as (a X~) b; a number a or b is that multiple of the identity
+    xt, wide, dtype = _tall("lrmul", x)
+    y = a.to(xt.dtype) @ xt if isinstance(a, torch.Tensor) and a.dim() == 2 else a * xt
+    y = y @ b.to(xt.dtype) if isinstance(b, torch.Tensor) and b.dim() == 2 else y * b
+    return (y.T if wide else y).to(dtype)
+
+
+def _transpose(a):
+    # a copy, never a view: the exporter updates fresh results in place, and a may be a state buffer
+    a, dtype = _as_matrix("transpose", a)
+    return a.T.clone().to(dtype)
+
+
+def _inv_root(a, p, eps):
+    # (A + eps I)^(-1/p) by eigendecomposition; symmetrized as jnp.linalg.eigh does (torch reads one triangle)
+    a, dtype = _as_matrix("inv_root", a)
+    lam, q = torch.linalg.eigh((a + a.T) / 2)
+    lam = torch.clamp(lam, min=0) + eps
+    return ((q * lam ** (-1.0 / p)) @ q.T).to(dtype)
+
+
+def _eigvecs(a):
+    a, dtype = _as_matrix("eigvecs", a)
+    return _sign_fixed(torch.flip(torch.linalg.eigh((a + a.T) / 2)[1], dims=[1])).to(dtype)
+
+
+def _eig_perm(a, q):
+    a, dtype = _as_matrix("eig_perm", a)
+    q = q.to(a.dtype)
+    order = torch.argsort(-torch.sum(q * (a @ q), dim=0), stable=True)
+    return torch.eye(a.shape[0], dtype=dtype, device=a.device)[:, order]
+
+
+def _qr_basis(a, r):
+    a, dtype = _as_matrix("qr_basis", a)
+    return _first_columns(torch.linalg.qr(a)[0], r).to(dtype)
+
+
+def _svd_major(x, r):
+    x, dtype = _as_matrix("svd_major", x)
+    u, _, vh = torch.linalg.svd(x, full_matrices=False)
+    basis = _sign_fixed(vh.T if x.shape[0] < x.shape[1] else u)
+    out = torch.zeros(basis.shape[0], basis.shape[0], dtype=x.dtype, device=x.device)
+    out[:, :basis.shape[1]] = _first_columns(basis, r)
+    return out.to(dtype)
+
+
+def _svd_minor(x, r):
+    x, dtype = _as_matrix("svd_minor", x)
+    u, _, vh = torch.linalg.svd(x, full_matrices=False)
+    return _first_columns(_sign_fixed(u if x.shape[0] < x.shape[1] else vh.T), r).to(dtype)
+
+
 def _combine_sum(parts):
     return sum(parts[1:], parts[0])
 
@@ -187,6 +287,12 @@ def _new_state(value, p, kind):
         shape = p.shape[:-1] + (1,)
     elif kind == "col":
         shape = p.shape[:-2] + (1, p.shape[-1])
+    elif kind in ("major", "minor"):   # square, on the longer / shorter side of a 2-D parameter
+        if p.dim() != 2:
+            raise ValueError(f"a {kind} (matrix-shaped) state needs a 2-D parameter, got shape {tuple(p.shape)} "
+                             f"(add `fallback NAME(...) when ndim != 2`)")
+        side = max(p.shape) if kind == "major" else min(p.shape)
+        shape = (side, side)
     else:
         shape = ()
     if isinstance(value, torch.Tensor):

@@ -68,7 +68,9 @@ def train(task: Task, optimizer: OptimizerLike, key: jax.Array, steps: int, eval
     ``learning_rate -> GradientTransformation`` such as ``optax.adam``; a factory that declares
     ``io_paths`` (``metaopt.optax_factory``, the library specs) also gets the task's ``Task.io_paths``, so
     a program's ``fallback ... when io == 1`` sees its input and output layers. The minibatch loss is passed
-    to the update as ``value=`` so loss-reading rules (Polyak steps) work unchanged.
+    to the update as ``value=`` so loss-reading rules (Polyak steps) work unchanged, and the minibatch loss
+    function as ``obj_fn=`` (``params -> loss``, as for ``optax.contrib.sophia``) for rules that evaluate it
+    (``h``, ``grad_at``).
     """
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every})")
@@ -82,8 +84,12 @@ def train(task: Task, optimizer: OptimizerLike, key: jax.Array, steps: int, eval
 
     def step(carry, step_key):
         params, opt_state = carry
-        loss, grads = value_and_grad(params, task.batch(step_key, "train"))
-        updates, opt_state = opt.update(grads, opt_state, params, value=loss)
+        batch = task.batch(step_key, "train")
+        loss, grads = value_and_grad(params, batch)
+        # obj_fn: the minibatch loss as a function of the parameters, for rules that evaluate it again (a Hessian-
+        # vector product, a gradient at a perturbed point); traced only by the rules that call it
+        updates, opt_state = opt.update(grads, opt_state, params, value=loss,
+                                        obj_fn=lambda p, batch=batch: task.loss(p, batch))
         return (optax.apply_updates(params, updates), opt_state), loss
 
     def chunk(carry, chunk_key):

@@ -12,7 +12,7 @@ from typing import Literal, Optional
 from metaopt import library
 from metaopt.config import FieldError, at_least, check_name, load_config
 from metaopt.dsl import DSLError, Program, parse
-from metaopt.dsl.program import INPUTS
+from metaopt.interpret.encoding import N_INPUTS
 from metaopt.evaluate.config import check_specs, check_tasks
 
 
@@ -205,7 +205,7 @@ class SearchConfig:
             raise FieldError("tournament", f"must be in [1, population={self.population}], got {self.tournament!r}")
         at_least("max_len", self.max_len, 1)
         # The interpreter's registers hold the inputs (g w t loss lr) and at least one value more.
-        at_least("n_registers", self.n_registers, len(INPUTS) + 1)
+        at_least("n_registers", self.n_registers, N_INPUTS + 1)
         at_least("batch_size", self.batch_size, 1)
         at_least("workers", self.workers, 0)          # 0: judge in the driver process
         at_least("inflight_per_worker", self.inflight_per_worker, 1)

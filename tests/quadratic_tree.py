@@ -28,7 +28,14 @@ def make_problem(shapes: dict[str, tuple[int, ...]]) -> SimpleNamespace:
         noise = tree(jax.random.fold_in(noise_key, i), scale=0.1)
         return jax.tree.map(jnp.add, jax.grad(loss_fn)(p), noise)
 
-    return SimpleNamespace(tree=tree, params0=params0, loss_fn=loss_fn, grads_at=grads_at)
+    def objective(i):
+        """Step i's minibatch loss, ``obj_fn`` of rules that evaluate the objective: its gradient is
+        ``grads_at(p, i)`` and its Hessian the diagonal ``curv`` (so Hutchinson's z * (H z) is exactly curv)."""
+        noise = tree(jax.random.fold_in(noise_key, i), scale=0.1)
+        return lambda p: loss_fn(p) + sum(jnp.sum(n * x) for n, x in zip(jax.tree.leaves(noise), jax.tree.leaves(p)))
+
+    return SimpleNamespace(tree=tree, params0=params0, loss_fn=loss_fn, grads_at=grads_at, objective=objective,
+                           curv=curv)
 
 
 def rel_err(a, b) -> float:

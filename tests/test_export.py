@@ -16,6 +16,10 @@ from source_imports import imported_modules
 
 PROGRAMS = {
     "adam": None,
+    # random inputs (a PRNG key in the state) and the objective (the input h, the op grad_at)
+    "sgld": None, "sophia": None, "sam": None, "ivon": None, "lisa": None,
+    # the factored row_max/col_max (helpers needing _need_matrix) and the elementwise atan2
+    "sm3": None, "adam_atan2": None,
     # global reductions in mid-body, a global state, a per-leaf scalar, a masked update and a fallback
     "mixed": """# test program
 optimizer mixed(b = 0.9, lambda = 0.1)
@@ -40,6 +44,11 @@ def _load(name, text):
     return p, ns[p.name]
 
 
+def _objective(params):   # obj_fn of the rules that evaluate it (sophia's h, sam's grad_at): couples the leaves
+    xs = jax.tree.leaves(params)
+    return sum(jnp.sum(jnp.sin(x) * x) for x in xs) + 0.1 * sum(jnp.sum(x) for x in xs) ** 2
+
+
 def _tree():
     k = jax.random.split(jax.random.PRNGKey(2), 3)
     return {"v": jax.random.normal(k[0], (5,)), "w": jax.random.normal(k[1], (4, 3)), "s": jax.random.normal(k[2], ())}
@@ -53,7 +62,7 @@ def test_exported_module_equals_to_optax(name):
         params = _tree()
         state = opt.init(params)
         step = jax.jit(lambda pr, st, i, opt=opt: opt.update(
-            jax.tree.map(lambda x: jnp.cos(2.0 * x + i), pr), st, pr))
+            jax.tree.map(lambda x: jnp.cos(2.0 * x + i), pr), st, pr, obj_fn=_objective))
         for i in range(10):
             u, state = step(params, state, i)
             params = optax.apply_updates(params, u)

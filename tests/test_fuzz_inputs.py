@@ -14,6 +14,7 @@ import os
 import re
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -112,7 +113,8 @@ def _step(program) -> None:
     grads = {"m": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "v": jnp.linspace(1.0, -1.0, 5)}
     opt = to_optax(program, learning_rate=1e-3)
     state = opt.init(params)
-    opt.update(grads, state, params, value=jnp.float32(1.0))
+    opt.update(grads, state, params, value=jnp.float32(1.0),
+               obj_fn=lambda p: sum(jnp.sum(x * x) for x in jax.tree.leaves(p)))   # for h / grad_at
 
 
 def test_mutated_programs_fail_only_with_positioned_dsl_errors():

@@ -8,6 +8,8 @@ second moments) is sign-invariant.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,12 +135,114 @@ def ref_conda(b1=0.9, b2=0.999, eps=1e-8, wd=0.0, T=2000, scale=1.0):
     return init, step
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Subspace-Momentum (arXiv:2411.07120), the authors' GenericOptim with momentum_type 'sm', second_moment_type
+# 'ema' and the SVD projector (GaLore's 'std' side), the momentum restarting at each refresh.
+# ----------------------------------------------------------------------------------------------------------
+
+def sign_fixed(q):
+    """Columns of q signed so that each one's largest-magnitude entry is positive: the singular vectors' sign is
+    open (LAPACK builds differ) and the projected momentum outlives a refresh, so the library fixes it this way."""
+    top = q[jnp.argmax(jnp.abs(q), axis=0), jnp.arange(q.shape[1])]
+    return q * jnp.where(top < 0, -1.0, 1.0)
+
+
+def ref_subspace_momentum(b1=0.9, b2=0.999, eps=1e-6, wd=0.0, rank=128, T=200):
+    def init(w):
+        z = (jnp.zeros_like(w), jnp.zeros_like(w))
+        if w.ndim != 2:
+            return z
+        (r, c), k = w.shape, min(rank, *w.shape)
+        tall = r >= c
+        return (jnp.zeros((r, k) if tall else (k, c), w.dtype), z[1], jnp.zeros((k, c) if tall else (r, k), w.dtype))
+
+    def step(w, g, s, t, lr):
+        if w.ndim != 2:   # GenericOptim's plain-momentum Adam: the same step size and decay, full momentum
+            m, v = b1 * s[0] + (1 - b1) * g, b2 * s[1] + (1 - b2) * g * g
+            w = w - lr * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (jnp.sqrt(v) + eps)
+            return w - lr * wd * w, (m, v)
+        m, v, P = s
+        tall = w.shape[0] >= w.shape[1]
+        k = P.shape[0] if tall else P.shape[1]
+        refresh = (t == 1) | (jnp.mod(t, T) == 0)
+        U, _, Vh = jnp.linalg.svd(g, full_matrices=False)
+        P = jnp.where(refresh, sign_fixed(Vh[:k].T).T if tall else sign_fixed(U[:, :k]), P)   # 'right' if tall
+        proj = (lambda x: x @ P.T) if tall else (lambda x: P.T @ x)
+        back = (lambda y: y @ P) if tall else (lambda y: P @ y)
+        R = proj(g)
+        m = b1 * jnp.where(refresh, 0.0, m) + (1 - b1) * R
+        v = b2 * v + (1 - b2) * g * g
+        d = (back(m) + (g - back(R))) / (jnp.sqrt(v) + eps) * (jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+        w = w - lr * d
+        return w - lr * wd * w, (m, v, P)                                  # the code's decay after the step
+    return init, step
+
+
+# ----------------------------------------------------------------------------------------------------------
+# COSMOS (arXiv:2502.17410), the authors' COSMOS_for_llama: a rank-r eigenbasis of EMA(G Gᵀ) by one power
+# iteration per step, SOAP-like Adam in it, Newton-Schulz (optax.contrib.muon's) on the residual, a normalized
+# step. Written for the rows of a tall matrix; a wide leaf runs on its transpose (the program's longer side).
+# ----------------------------------------------------------------------------------------------------------
+
+NS_COEFFS = jnp.array([3.4445, -4.7750, 2.0315])
+
+
+def adam_leaf(w, g, s, t, lr, b1, b2, eps):
+    return adamw_leaf(w, g, s, t, lr, b1, b2, eps, 0.0)
+
+
+def ref_cosmos(b1=0.9, b2=0.96, b3=0.96, eps=1e-8, rank=64, ratio=0.1):
+    def init(w):
+        z = (jnp.zeros_like(w), jnp.zeros_like(w))
+        if w.ndim != 2:
+            return z
+        big, small = max(w.shape), min(w.shape)
+        k = min(rank, small)
+        return (jnp.zeros((big, small), w.dtype), jnp.zeros((k, small), w.dtype), jnp.zeros((big, k), w.dtype),
+                jnp.zeros((k, k), w.dtype))
+
+    def tall_step(w, g, s, t, lr):
+        m, v, P, S = s
+        k = P.shape[1]
+        W = g @ g.T
+        U = jnp.linalg.svd(W)[0][:, :k]                                   # the code: SVD of G Gᵀ at step 1
+        Pn = jnp.linalg.qr(b3 * P @ S + (1 - b3) * g @ (g.T @ P))[0]      # mode 'reduced'
+        tt = P.T @ Pn
+        gp = g.T @ Pn
+        first = t == 1
+        S = jnp.where(first, (U.T @ W @ U) * (1 - b3), b3 * tt.T @ S @ tt + (1 - b3) * gp.T @ gp)
+        P = jnp.where(first, U, Pn)
+        m = b1 * m + (1 - b1) * g
+        low = P.T @ g
+        v = b2 * v + (1 - b2) * low * low
+        pm = P.T @ m
+        t1 = (lr / (1 - b1 ** t)) * P @ (pm / (jnp.sqrt(v) / jnp.sqrt(1 - b2 ** t) + eps))
+        o = optax.contrib._muon.orthogonalize_via_newton_schulz(m - P @ pm, NS_COEFFS)
+        c = ratio * math.sqrt(w.size)
+        t1 = t1 + c * lr * o / (jnp.linalg.norm(o) + eps)
+        return w - c * lr * t1 / (jnp.linalg.norm(t1) + eps), (m, v, P, S)
+
+    def step(w, g, s, t, lr):
+        if w.ndim != 2:
+            return adam_leaf(w, g, s, t, lr, b1, b2, eps)
+        if w.shape[0] >= w.shape[1]:
+            return tall_step(w, g, s, t, lr)
+        w, s = tall_step(w.T, g.T, s, t, lr)
+        return w.T, s
+    return init, step
+
+
 CASES = {
     "swan": ("swan", 1e-2, ref_swan, {}),
     "swan_wd": ("swan", 1e-2, lambda **k: ref_swan(wd=0.1), {"wd": 0.1}),
     "conda": ("conda", 1e-2, ref_conda, {}),
     "conda_T10": ("conda", 1e-2, lambda **k: ref_conda(T=10, wd=0.1, scale=0.5),
                   {"T": 10, "wd": 0.1, "scale": 0.5}),
+    # rank < min(m, n) on every matrix leaf; T = 7 refreshes the projector (and restarts the momentum) 14 times
+    "subspace_momentum": ("subspace_momentum", 1e-2, ref_subspace_momentum, {"rank": 3, "T": 7, "wd": 0.1,
+                                                                           "b1": 0.8}),
+    # rank 2 < min(m, n): at rank = min(m, n) the residual is rounding noise, which the normalization amplifies
+    "cosmos": ("cosmos", 1e-2, ref_cosmos, {"rank": 2, "b1": 0.8, "b2": 0.99, "b3": 0.9}),
 }
 
 

@@ -398,12 +398,7 @@ LOSS_READERS = {"momo"}
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_library_matches_reference(case):
-    name, lr, kind, ref, hp = CASES[case]
-    value = name in LOSS_READERS
-    want = run_optax(ref, value=value) if kind == "optax" else run_ref(ref, lr)
-    tx = to_optax(library.get(name), learning_rate=lr, **hp)
-    got = run_optax(tx, value=value)
-    assert_matches_reference(case, got, want, PARAMS0, TOL)
+    check_case(case, CASES[case], LOSS_READERS)
 
 
 def test_cases_exercise_the_special_paths():
@@ -417,6 +412,19 @@ def test_cases_exercise_the_special_paths():
 # ----------------------------------------------------------------------------------------------------------
 # Further library programs (same problem, metric and tolerance as CASES above)
 # ----------------------------------------------------------------------------------------------------------
+def check_case(label: str, entry: tuple, loss_readers: set) -> None:
+    """The program of ``entry`` (``_optax``/``_paper``) against its reference, closed loop, at TOL; programs in
+    ``loss_readers`` get the minibatch loss on both sides."""
+    name, lr, kind, ref, hp = entry
+    value = name in loss_readers
+    if kind == "optax":
+        want = run_optax(ref, value=value)
+    else:
+        want = (run_ref_value if value else run_ref)(ref, lr)
+    got = run_optax(to_optax(library.get(name), learning_rate=lr, **hp), value=value)
+    assert_matches_reference(label, got, want, PARAMS0, TOL)
+
+
 def run_ref_value(ref, lr):
     """run_ref for references that read the minibatch loss: step(params, grads, state, t, lr, loss)."""
     init, step = ref
@@ -593,16 +601,42 @@ MORE_CASES.update({
     "schedule_free_adamw_hp": _optax("schedule_free_adamw", 0.01, optax.contrib.schedule_free_adamw(
         0.01, b1=0.95, b2=0.99, weight_decay=0.01), b1=0.95, b2=0.99, wd=0.01),
 })
+_JNP_SVD = jnp.linalg.svd
+
+
+def _svd_galore_signs(x, full_matrices=True, **kw):
+    """jnp.linalg.svd with the vectors optax's GaLore keeps (U of a tall x, V of a wide one) signed so that each
+    one's largest-magnitude entry is positive, the other factor flipped along (x = U S Vh still): the sign is
+    LAPACK's choice, and GaLore's moments outlive a projector refresh, so galore.opt fixes it this way."""
+    u, s, vh = _JNP_SVD(x, full_matrices=full_matrices, **kw)
+    k = min(x.shape)
+    basis = vh[:k].T if x.shape[0] < x.shape[1] else u[:, :k]
+    sign = jnp.where(basis[jnp.argmax(jnp.abs(basis), axis=0), jnp.arange(k)] < 0, -1.0, 1.0).astype(u.dtype)
+    return u.at[:, :k].multiply(sign), s, vh.at[:k].multiply(sign[:, None])
+
+
+def _galore_fixed_signs(learning_rate, **kw):
+    """optax.contrib.galore whose SVD (jnp.linalg.svd, patched while its update is traced) signs as galore.opt."""
+    from unittest import mock
+    tx = optax.contrib.galore(learning_rate, **kw)
+
+    def update(updates, state, params=None):
+        with mock.patch.object(jnp.linalg, "svd", _svd_galore_signs):
+            return tx.update(updates, state, params)
+    return optax.GradientTransformation(tx.init, update)
+
+
+# GaLore (metaopt/dsl/matrix_kinds.py): rank 2 < min(m, n) on every matrix leaf (optax caps it there too); T = 10
+# refreshes the projector 10 times (its moments carry over un-rotated, as in optax), with optax's SVD signed as the
+# library's; T = 200 keeps the first projector, where the sign cancels: plain optax.
+MORE_CASES.update({
+    "galore": _optax("galore", 1e-2, _galore_fixed_signs(1e-2, rank=2, update_proj_gap=10), rank=2, T=10),
+    "galore_hp": _optax("galore", 1e-2, optax.contrib.galore(1e-2, rank=3, update_proj_gap=200, scale=0.5,
+                                                             weight_decay=0.1), rank=3, T=200, scale=0.5, wd=0.1),
+})
 MORE_LOSS_READERS = {"alr_smag", "aegd"}
 
 
 @pytest.mark.parametrize("case", sorted(MORE_CASES))
 def test_more_library_matches_reference(case):
-    name, lr, kind, ref, hp = MORE_CASES[case]
-    value = name in MORE_LOSS_READERS
-    if kind == "optax":
-        want = run_optax(ref, value=value)
-    else:
-        want = (run_ref_value if value else run_ref)(ref, lr)
-    got = run_optax(to_optax(library.get(name), learning_rate=lr, **hp), value=value)
-    assert_matches_reference(case, got, want, PARAMS0, TOL)
+    check_case(case, MORE_CASES[case], MORE_LOSS_READERS)

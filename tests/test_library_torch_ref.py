@@ -84,10 +84,10 @@ class Problem(NamedTuple):
     b: dict        # leaf -> (STEPS, ...)
 
 
-def _quadratic() -> Problem:
+def _quadratic(shapes: dict = PAPER_SHAPES) -> Problem:
     """tests/test_library_paper.py's noisy quadratic (closed loop: each run takes its gradients at its own
     parameters), read off as its linear gradient map: h = g(1) - g(0), b[i] = g_i(0)."""
-    prob = make_problem(PAPER_SHAPES)
+    prob = make_problem(shapes)
     zeros = jax.tree.map(jnp.zeros_like, prob.params0)
     ones = jax.tree.map(jnp.ones_like, prob.params0)
     bs = [prob.grads_at(zeros, i) for i in range(STEPS)]
@@ -100,7 +100,10 @@ def _quadratic() -> Problem:
 # (D-Adaptation) whose step sizes run away on a gradient sequence that ignores the parameters.
 PROBLEMS = {"open": Problem(_np64(PARAMS), {k: np.zeros_like(np.asarray(v, np.float64)) for k, v in PARAMS.items()},
                             _np64(GRADS)),
-            "quadratic": _quadratic()}
+            "quadratic": _quadratic(),
+            # matrix preconditioners (SOAP, Shampoo): tall, wide and square leaves whose first G Gᵀ / Gᵀ G has a
+            # null space of dimension <= 1, so its eigenbasis is unique up to signs (SOAP's result depends on it)
+            "matrix": _quadratic({"s": (), "b": (5,), "W": (5, 4), "V": (3, 4), "Q": (4, 4)})}
 
 
 def run_ours(name: str, lr: float, hps: dict, problem: Problem) -> dict[str, np.ndarray]:
@@ -125,21 +128,26 @@ def run_ours(name: str, lr: float, hps: dict, problem: Problem) -> dict[str, np.
         return {k: np.asarray(v) for k, v in traj.items()}
 
 
-def run_torch(cls: str, lr: float, kwargs: dict, problem: Problem) -> dict[str, np.ndarray]:
+def run_torch(cls: str, lr: float, kwargs: dict, problem: Problem,
+              split: tuple[tuple[str, ...], ...] | None = None) -> dict[str, np.ndarray]:
     """Parameters after every step of ``reference_class(cls)(params, lr=lr, **kwargs)``, float64, with the
-    gradients of ``problem`` at its own parameters."""
+    gradients of ``problem`` at its own parameters. ``split``: one optimizer per group of leaves (for a library
+    rule whose fallback chain computes an optimizer-wide value, e.g. Ranger21's decay normaliser, per program)."""
     ps = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in problem.params0.items()}
     ref = reference_class(cls)
     if "foreach" in inspect.signature(ref).parameters and "foreach" not in kwargs:
         # the per-parameter code path: pytorch_optimizer's batched (foreach) paths keep some step sizes in
         # float32 tensors (LaProp), which would hide float64 agreement
         kwargs = {**kwargs, "foreach": False}
-    opt = ref(list(ps.values()), lr=lr, **kwargs)
+    groups = split or (tuple(ps),)
+    assert sorted(k for grp in groups for k in grp) == sorted(ps), f"split {split} must cover every leaf once"
+    opts = [ref([ps[k] for k in grp], lr=lr, **kwargs) for grp in groups]
     out = {k: [] for k in ps}
     for i in range(STEPS):
         for k, p in ps.items():
             p.grad = torch.tensor(problem.h[k]) * p.detach() + torch.tensor(problem.b[k][i])
-        opt.step()
+        for opt in opts:
+            opt.step()
         for k, p in ps.items():
             out[k].append(p.detach().numpy().copy())
     return {k: np.stack(v) for k, v in out.items()}
@@ -242,6 +250,44 @@ CASES: list[tuple] = [
     ("ranger", "ranger", 0.03, {}, "Ranger", {"degenerated_to_sgd": True}, {}),
     ("ranger-hp", "ranger", 0.03, {"k": 4.0, "alpha": 0.7, "wd": 0.01}, "Ranger",
      {"degenerated_to_sgd": True, "k": 4, "alpha": 0.7, "weight_decay": 0.01}, {}),
+    # keep_num 3: adashift.opt's queue is 3 tensor states; its default reduce_func torch.max is the file's max_abs^2
+    ("adashift", "adashift", 0.01, {}, "AdaShift", {"keep_num": 3}, {}),
+    ("adashift-hp", "adashift", 0.01, {"b1": 0.8, "b2": 0.99, "eps": 1e-6}, "AdaShift",
+     {"keep_num": 3, "betas": (0.8, 0.99), "eps": 1e-6}, {}),
+    # Ranger21's stable-decay normaliser sums over the optimizer's parameters; the library's fallback chain (2-D,
+    # 3-D, other leaves) computes it per program, so the reference runs one Ranger21 per class (RANGER21_SPLIT).
+    # num_iterations 100: its default schedule is then 22 warm-up steps and a warm-down over the last 28.
+    ("ranger21", "ranger21", 0.01, {"n_iter": 100.0, "n_up": 22.0, "n_down": 28.0}, "Ranger21",
+     {"num_iterations": 100}, {"split": (("mat",), ("cube",), ("scalar", "vec", "dead", "zero"))}),
+    ("ranger21-hp", "ranger21", 0.01, {"schedule": 0.0, "wd": 0.01, "b0": 0.5, "k": 3.0, "alpha": 0.7,
+                                       "norm_loss": 1e-3, "agc_clip": 0.1},
+     "Ranger21", {"num_iterations": 100, "disable_lr_scheduler": True, "weight_decay": 0.01, "beta0": 0.5,
+                  "lookahead_merge_time": 3, "lookahead_blending_alpha": 0.7, "norm_loss_factor": 1e-3,
+                  "agc_clipping_value": 0.1}, {"split": (("mat",), ("cube",), ("scalar", "vec", "dead", "zero"))}),
+]
+# Matrix preconditioners (metaopt/dsl/matrix_kinds.py). ScalableShampoo: the eigendecomposition root (use_svd),
+# no blocking or shape merging; its 3-D leaves are preconditioned per axis, the library's go to nesterov. SOAP:
+# 2-D leaves only (its non-2-D loop skips step 1 too, the adamw fallback does not, see soap.opt). Both SOAP and
+# Fira compute in float32 inside (SOAP's QR, Fira's SVD), hence TOL_F32. Fira keeps its first projector
+# (T >= 100): torch's SVD signs are not the library's fixed ones, which matters once moments outlive a refresh.
+_SHAMPOO = {"use_svd": True, "shape_interpretation": False, "block_size": 10 ** 6}
+_NOT_3D = ("scalar", "vec", "mat", "dead", "zero")
+_FIRA = {"rank": 2, "scale": 1.0, "projection_type": "std"}
+CASES += [
+    ("shampoo", "shampoo", 0.01, {"T": 10.0}, "ScalableShampoo", {**_SHAMPOO, "preconditioning_compute_steps": 10},
+     {"leaves": _NOT_3D}),
+    ("shampoo-hp", "shampoo", 0.01, {"T": 1.0, "b1": 0.5, "b2": 0.99, "start": 40.0}, "ScalableShampoo",
+     {**_SHAMPOO, "preconditioning_compute_steps": 1, "betas": (0.5, 0.99), "start_preconditioning_step": 40},
+     {"problem": "matrix"}),
+    ("soap", "soap", 0.003, {}, "SOAP", {}, {"leaves": ("mat",), "tol": TOL_F32}),
+    ("soap-hp", "soap", 0.003, {"f": 1.0, "sb": 0.9, "wd": 0.0}, "SOAP",
+     {"precondition_frequency": 1, "shampoo_beta": 0.9, "weight_decay": 0.0},
+     {"problem": "matrix", "leaves": ("W", "V", "Q"), "tol": TOL_F32}),
+    ("fira", "fira", 0.01, {"rank": 2.0, "T": 200.0}, "Fira", {**_FIRA, "update_proj_gap": 200},
+     {"problem": "quadratic", "tol": TOL_F32}),
+    ("fira-hp", "fira", 0.01, {"rank": 3.0, "T": 150.0, "scale": 0.5, "wd": 0.01}, "Fira",
+     {**_FIRA, "rank": 3, "update_proj_gap": 150, "scale": 0.5, "weight_decay": 0.01},
+     {"problem": "quadratic", "tol": TOL_F32}),
 ]
 _BY_ID = {c[0]: c for c in CASES}
 
@@ -249,7 +295,7 @@ _BY_ID = {c[0]: c for c in CASES}
 def _compare(case_id: str, kwargs: dict) -> float:
     _, name, lr, hps, cls, _, opts = _BY_ID[case_id]
     problem = PROBLEMS[opts.get("problem", "open")]
-    want = run_torch(cls, lr, kwargs, problem)
+    want = run_torch(cls, lr, kwargs, problem, opts.get("split"))
     assert all(np.all(np.isfinite(v)) for v in want.values()), f"{case_id}: reference diverged: bad test setup"
     leaves = opts.get("leaves", tuple(want))   # a case may leave out leaves the library handles differently
     moved = max(float(np.max(np.abs(want[k][-1] - problem.params0[k]))) for k in leaves)
@@ -293,6 +339,10 @@ NEAR_MISSES = [
     ("adai", {"betas": (0.1, 0.99), "dampening": 0.9}),
     ("dadapt_sgd", {"momentum": 0.9, "d0": 1e-5}),
     ("padam", {"partial": 0.25}),
+    ("adashift", {"keep_num": 3, "reduce_func": None}),      # elementwise g_{t-n}^2, no max over the leaf
+    ("ranger21", {"num_iterations": 100, "normalize_gradients": False}),
+    ("shampoo", {**_SHAMPOO, "preconditioning_compute_steps": 10, "nesterov": False}),
+    ("soap", {"precondition_frequency": 3}),                   # the eigenbasis refresh interval
 ]
 
 

@@ -34,12 +34,19 @@ LOW_TREE = {"b": ((3,), jnp.bfloat16), "W": ((4, 3), jnp.bfloat16), "V": ((3, 5)
 NONFINITE_LOW = {"dadapt_adamw": "eps = 1e-8 and d0 * g underflow float16: optax.contrib.dadapt_adamw gives the "
                                  "same NaN on float16 parameters",
                  "adamomentum": "its only eps (1e-8, inside v) and (1-b2)*m^2 of a small m underflow float16: "
-                                "m_hat/sqrt(0)"}
+                                "m_hat/sqrt(0)",
+                 "ivon": "its default ess = 1e6 (a data-set size) overflows float16 (max 65504): sigma = 0, hhat = 0/0"}
 
 
 def _tree(spec, key: int):
     keys = jax.random.split(jax.random.PRNGKey(key), len(spec))
     return {n: jax.random.normal(k, shape).astype(dtype) for (n, (shape, dtype)), k in zip(spec.items(), keys)}
+
+
+def _objective(params):
+    """obj_fn for rules that evaluate the objective (h, grad_at): smooth, coupling the leaves."""
+    xs = [jnp.asarray(x, jnp.float32) for x in jax.tree.leaves(params)]
+    return sum(jnp.sum(jnp.sin(x) + 0.5 * x * x) for x in xs) + 0.1 * sum(jnp.sum(x) for x in xs) ** 2
 
 
 def _run(tx, spec, jit: bool = True):
@@ -50,7 +57,7 @@ def _run(tx, spec, jit: bool = True):
 
     def update(grads, state, params, value):
         traces.append(1)   # under jit this runs only while tracing
-        return tx.update(grads, state, params, value=value)
+        return tx.update(grads, state, params, value=value, obj_fn=_objective)
 
     step = jax.jit(update) if jit else update
     params = _tree(spec, 0)

@@ -33,12 +33,17 @@ SHAPES = {"a": (), "b": (5,), "c": (4, 3), "d": (2, 3, 4)}
 STEPS, LR, TOL = 100, 1e-2, 1e-6
 LR_OF = {"dadapt_adamw": 1.0, "dog": 1.0,   # parameter-free: they start from 1e-6-sized steps
          "dadapt_sgd": 1.0, "dadapt_lion": 1.0, "prodigy": 1.0, "ldog": 1.0,
-         "delta_sgd": 1e-3}   # its min(...) step-size switch amplifies rounding chaotically at lr 1e-2
+         "delta_sgd": 1e-3,   # its min(...) step-size switch amplifies rounding chaotically at lr 1e-2
+         "oasis": 1e-5}   # g / max(|D|, 1e-5): the test loss's Hessian crosses 0, steps of lr/1e-5 go chaotic
 # non-default settings that reach other code paths (factored Adafactor, AdEMAMix warm-ups, Conda's refresh)
 VARIANTS = {"adafactor[factored]": ("adafactor", {"min_dim_size_to_factor": 2}),
             "ademamix[warmup]": ("ademamix", {"t_alpha": 50, "t_b3": 50}),
             "conda[T=7]": ("conda", {"T": 7}),
-            "adamw[wd=0.1]": ("adamw", {"wd": 0.1})}
+            "adamw[wd=0.1]": ("adamw", {"wd": 0.1}),
+            # matrix preconditioners past their defaults' intervals: Shampoo's root, low-rank projector refreshes
+            "shampoo[T=3]": ("shampoo", {"T": 3, "start": 10}),
+            "galore[rank=2,T=10]": ("galore", {"rank": 2, "T": 10}),
+            "fira[rank=2,T=10]": ("fira", {"rank": 2, "T": 10})}
 CASES = {**{n: (n, {}) for n in library.names()}, **VARIANTS}
 WORST: dict[str, float] = {}   # case -> worst relative error (printed)
 
@@ -53,15 +58,33 @@ def _grad(w, i, lib):
     return lib.cos(2 * w + 0.1 * i) * (1 + 0.5 * lib.sin(w))
 
 
+def _objective(ws, i, lib):
+    """For programs that evaluate the objective (h, grad_at): a real loss on both sides (its gradient is the step's
+    g), smooth, with a Hessian coupling all leaves."""
+    return sum((lib.sin(2 * w + 0.1 * i) / 2 + w * w / 4).sum() for w in ws) + sum(w.sum() for w in ws) ** 2 / 20
+
+
+def _evaluates_objective(program) -> bool:
+    from metaopt.dsl import inputs
+    from metaopt.export import program_chain
+    return any(inputs.objective_uses(q) for q in program_chain(program))
+
+
 def _jax_run(program, hp, w0):
     with jax.enable_x64(True):
         opt = to_optax(program, LR_OF.get(program.name, LR), **hp)
         params = {k: jnp.asarray(v) for k, v in w0.items()}
+        objective = _evaluates_objective(program)
 
         def body(carry, i):
             params, state = carry
             g = jax.tree.map(lambda w: _grad(w, i, jnp), params)
             loss = 1 + sum(jnp.sum(w * w) for w in jax.tree.leaves(params)) / 2
+            if objective:
+                obj_fn = lambda p: _objective(jax.tree.leaves(p), i, jnp)
+                loss, g = jax.value_and_grad(obj_fn)(params)
+                u, state = opt.update(g, state, params, value=loss, obj_fn=obj_fn)
+                return (optax.apply_updates(params, u), state), None
             u, state = opt.update(g, state, params, value=loss)
             return (optax.apply_updates(params, u), state), None
 
@@ -72,6 +95,15 @@ def _jax_run(program, hp, w0):
 def _torch_run(program, hp, w0):
     ps = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w0.items()}
     opt = load_class(program)(list(ps.values()), lr=LR_OF.get(program.name, LR), **hp)
+    if _evaluates_objective(program):   # the closure recomputes the gradients, with a graph for h
+        def closure():
+            opt.zero_grad()
+            loss = _objective(list(ps.values()), float(i), torch)
+            loss.backward(create_graph=True)
+            return loss
+        for i in range(STEPS):
+            opt.step(closure)
+        return {k: v.detach().numpy() for k, v in ps.items()}
     for i in range(STEPS):
         for w in ps.values():
             w.grad = _grad(w.detach(), float(i), torch)

@@ -5,10 +5,11 @@ import argparse
 from pathlib import Path
 
 NAME = "list"
-HELP = "list library optimizers: name, op kinds (E/S/F/M/L/W), state tensors per parameter, paper"
-DESCRIPTION = (HELP + ". Kinds come from the op registry: E elementwise, S per-tensor or global reductions, "
-               "F row/column statistics, M matrix ops, W masks (comparisons, where), L reads the loss; "
-               "a fallback adds its program's kinds after '+'.")
+HELP = "list library optimizers: name, op kinds (E/S/F/M/W/L/H/R), state tensors per parameter, paper"
+DESCRIPTION = (HELP + ". Kinds come from the op and input registries: E elementwise, S per-tensor or global "
+               "reductions, F row/column statistics, M matrix ops, W masks (comparisons, where), L reads the loss, "
+               "H evaluates the objective again (h, grad_at: update(..., obj_fn=)), R reads random numbers (noise, "
+               "h); a fallback adds its program's kinds after '+'.")
 ORDER = 20
 
 
@@ -53,20 +54,23 @@ def run_verified(args: argparse.Namespace, path: Path = VERIFIED) -> int:
 
 
 def kinds(program) -> str:
-    """Kind letters of a program, in the order E S F M W L, derived from the op registry."""
-    from metaopt.dsl import ops
+    """Kind letters of a program, in the order E S F M W L H R, derived from the op and input registries."""
+    from metaopt.dsl import inputs, ops
     letters = {ops.get(o).tag for o in program.ops_used()}
-    if "loss" in program.reads():
-        letters.add("L")
-    return "".join(c for c in "ESFMWL" if c in letters) or "E"
+    reads = program.reads()
+    letters |= {i.letter for i in inputs.all_inputs() if i.letter and i.name in reads}
+    letters |= {"R" for _ in inputs.random_inputs(reads)}
+    return "".join(c for c in "ESFMWLHR" if c in letters) or "E"
 
 
 def state_size(program) -> str:
-    """Full-size state tensors per parameter; factored (row/col) states shown as +Nf, scalars as +Ns."""
+    """Full-size state tensors per parameter; factored (row/col) states shown as +Nf, square matrices on a side
+    of a 2-D parameter (major/minor: Shampoo's L, R) as +Nq, scalars as +Ns."""
     n = sum(s.kind == "tensor" for s in program.states)
     f = sum(s.kind in ("row", "col") for s in program.states)
+    q = sum(s.kind in ("major", "minor") for s in program.states)
     s = sum(s.kind in ("scalar", "global") for s in program.states)
-    return f"{n}" + (f"+{f}f" if f else "") + (f"+{s}s" if s else "")
+    return f"{n}" + (f"+{f}f" if f else "") + (f"+{q}q" if q else "") + (f"+{s}s" if s else "")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import re
 
-from metaopt.dsl import ops
+from metaopt.dsl import inputs, ops
 from metaopt.dsl.program import Call, Const, Expr, Program, Var, format_number
 
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "kappa", "lambda", "mu", "nu", "rho",
           "sigma", "tau", "phi", "psi", "omega"}
-_ALIASES = {"eps": r"\epsilon", "lr": r"\eta_t", "w": "w", "g": "g", "t": "t", "loss": r"\ell"}
+_ALIASES = {"eps": r"\epsilon", **{i.name: i.latex for i in inputs.all_inputs()}}   # inputs: their registry form
 
 
 def latex_name(name: str) -> str:

@@ -7,14 +7,17 @@ all read this table, so adding an op is adding one ``Op(...)`` entry below.
 Value kinds form a lattice (see ``join``)::
 
     const ⊂ global ⊂ scalar ⊂ row, col ⊂ tensor        (row ∨ col = tensor)
+                     scalar ⊂ major, minor              (matrix-shaped; see metaopt/dsl/matrix_kinds.py)
 
 ``const``: literals, hyperparameters, ``t``, ``lr``; ``global``: one value shared by all leaves (``loss``,
 global reductions); ``scalar``: one value per leaf (per-leaf reductions); ``row``/``col``: a 2-D leaf's row
-statistics (shape ``[..., r, 1]``) or column statistics (``[..., 1, c]``); ``tensor``: the leaf's shape.
+statistics (shape ``[..., r, 1]``) or column statistics (``[..., 1, c]``); ``tensor``: the leaf's shape;
+``major``/``minor``: a square matrix on the longer/shorter side of a 2-D leaf (Shampoo's L and R, GaLore's P).
 
 Op kinds: ``elementwise`` (result kind = join of the arguments), ``reduce`` (per leaf, broadcasts back),
 ``global`` (over every leaf the program handles), ``factored`` (row/column statistics of 2-D leaves),
-``matrix`` (whole-matrix ops on 2-D leaves, e.g. Newton–Schulz orthogonalization).
+``matrix`` (whole-matrix ops on 2-D leaves, e.g. Newton–Schulz orthogonalization), ``objective`` (evaluate the
+objective ``obj_fn`` of ``update(..., obj_fn=)`` at a point given per leaf, once for all leaves: ``grad_at``).
 
 Complex parameters follow optax (``numerics.abs_sq``, ``tree.real(tree.vdot(...))``): ``square(x)`` is
 ``|x|^2`` and ``abs(x)`` is ``|x|``, both real, so ``rms``/``norm``/``global_norm`` are real too; ``dot(a, b)``
@@ -32,22 +35,26 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from metaopt.dsl import matrix_kinds as MK
 from metaopt.dsl import pyhelpers as H
 
-KINDS = ("const", "global", "scalar", "row", "col", "tensor")
-_RANK = {"const": 0, "global": 1, "scalar": 2, "row": 3, "col": 3, "tensor": 4}
+KINDS = ("const", "global", "scalar", "row", "col", "tensor", *MK.SQUARE)
+_RANK = {"const": 0, "global": 1, "scalar": 2, "row": 3, "col": 3, "tensor": 4, "major": 3, "minor": 3}
 
-OP_KINDS = ("elementwise", "reduce", "global", "factored", "matrix")
+OP_KINDS = ("elementwise", "reduce", "global", "factored", "matrix", "objective")
 # One letter per op kind for `metaopt list` (the letters of shared/OPTIMIZERS.md); masks (comparisons,
 # where) are W, reading the loss is L (an input, not an op).
-_LETTER = {"elementwise": "E", "reduce": "S", "global": "S", "factored": "F", "matrix": "M"}
+_LETTER = {"elementwise": "E", "reduce": "S", "global": "S", "factored": "F", "matrix": "M", "objective": "H"}
 
 
 def join(*kinds: str) -> str:
-    """The narrowest kind containing every argument kind (``row ∨ col = tensor``)."""
+    """The narrowest kind containing every argument kind (``row ∨ col = tensor``); ``ValueError`` for kinds of
+    different shapes (``major``/``minor`` with each other or with a leaf-shaped kind)."""
     out = "const"
     for k in kinds:
-        if _RANK[k] > _RANK[out]:
+        if k in MK.SQUARE or out in MK.SQUARE:
+            out = MK.join_square(out, k)
+        elif _RANK[k] > _RANK[out]:
             out = k
         elif _RANK[k] == _RANK[out] and k != out:
             out = "tensor"
@@ -56,7 +63,10 @@ def join(*kinds: str) -> str:
 
 def wider(a: str, b: str) -> bool:
     """True when a value of kind ``a`` does not fit into a slot of kind ``b``."""
-    return join(a, b) != b
+    try:
+        return join(a, b) != b
+    except ValueError:   # shapes that do not combine (a major matrix into a tensor state)
+        return True
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ class Op:
     # PyTorch form (to_torch_source): template over {0}, {1} ... calling torch or a `_helper` of
     # metaopt/torch_runtime.py (same semantics as ``fn``); global ops: (partial over {0}.. and {leaf}, finish).
     torch: str | tuple[str, str] = ""
+    # matrix ops on major/minor values: argument slots and result kind (metaopt/dsl/matrix_kinds.py's result)
+    sig: tuple[str, ...] = ()
 
     @property
     def infix(self) -> bool:
@@ -190,6 +202,17 @@ _OPS: tuple[Op, ...] = (
        "every-T-steps refreshes", searchable=False, latex_prec=2, latex_wrap=(3, 3),
        py="jnp.mod({0}, {1})",
        torch="torch.remainder({0}, {1})"),
+    # Not searchable (nor row_max/col_max below): adding ops to the search space changes the interpreter's opcode
+    # table and every seeded search; they exist for library rules (Adam-atan2, SM3).
+    _E("atan2", 2, jnp.arctan2, r"\operatorname{{atan2}}({0}, {1})", "atan2(a, b): the angle of the point (b, a); "
+       "about a/b when |a| << b, at most pi/2 in size when b >= 0 (Adam-atan2's eps-free a/b); real only",
+       searchable=False,
+       py="jnp.arctan2({0}, {1})",
+       torch="_atan2({0}, {1})"),
+    # the normal CDF is 0.5 (1 + erf(z / sqrt 2)): a uniform draw from a normal one (LISA's layer sampling)
+    _E("erf", 1, jax.lax.erf, r"\operatorname{{erf}}({0})", "the error function (real only)", searchable=False,
+       py="jax.lax.erf({0})",
+       torch="torch.erf({0})"),
     _E("where", 3, lambda c, a, b: jnp.where(c != 0, a, b), r"\begin{{cases}}{1} & {0} \neq 0 \\ {2} & "
        r"\text{{otherwise}}\end{{cases}}", "where(c, a, b): a where c != 0 else b", letter="W",
        py="jnp.where({0} != 0, {1}, {2})",
@@ -257,6 +280,14 @@ _OPS: tuple[Op, ...] = (
        r"\operatorname{{colmean}}({0})", "mean over the second-to-last axis, shape [1, c]",
        py="col_mean({0})", helper="col_mean",
        torch="_col_mean({0})"),
+    Op("row_max", 1, "factored", H.row_max,
+       r"\operatorname{{rowmax}}({0})", "max over the last axis, shape [r, 1] (SM3's row cover)",
+       searchable=False, py="row_max({0})", helper="row_max",
+       torch="_row_max({0})"),
+    Op("col_max", 1, "factored", H.col_max,
+       r"\operatorname{{colmax}}({0})", "max over the second-to-last axis, shape [1, c] (SM3's column cover)",
+       searchable=False, py="col_max({0})", helper="col_max",
+       torch="_col_max({0})"),
     # --- matrix ops -----------------------------------------------------------------------------------
     Op("orthogonalize", 1, "matrix", H.orthogonalize, r"\operatorname{{NS}}_5({0})",
        "Newton-Schulz orthogonalization, optax.contrib.muon's quintic coefficients, 5 steps",
@@ -291,6 +322,53 @@ _OPS: tuple[Op, ...] = (
        "unproject(p, y): y Vh (rows >= cols) or U y (wide), inverse of project", searchable=False,
        py="unproject({0}, {1})", helper="unproject",
        torch="_unproject({0}, {1})"),
+    # --- matrix-shaped values: major (M x M) / minor (k x k) matrices of a 2-D leaf's tall view, M = max(m, n),
+    # k = min(m, n) (metaopt/dsl/matrix_kinds.py). Not searchable: eigh/SVD/QR per candidate would dominate a
+    # search step, and a wrong side is a kind error rather than a numerical one.
+    Op("gram_major", 1, "matrix", H.gram_major, r"{0} {0}^{{\top}}", "X X^T of the leaf's tall view (M x M): "
+       "G G^T for a tall G, G^T G for a wide one (Shampoo's L, SOAP's GG_L)", searchable=False, latex_wrap=(5,),
+       sig=("tensor", "major"), py="gram_major({0})", helper="gram_major", torch="_gram_major({0})"),
+    Op("gram_minor", 1, "matrix", H.gram_minor, r"{0}^{{\top}} {0}", "X^T X of the leaf's tall view (k x k)",
+       searchable=False, latex_wrap=(5,), sig=("tensor", "minor"),
+       py="gram_minor({0})", helper="gram_minor", torch="_gram_minor({0})"),
+    Op("lrmul", 3, "matrix", H.lrmul, r"{0} \, {1} \, {2}", "lrmul(a, x, b) = a x b on the tall view: a tensor x "
+       "takes a major a and a minor b (Shampoo's P_L G P_R), a major/minor x the same kind on both sides; a number "
+       "a or b is that multiple of the identity", searchable=False, latex_prec=2, latex_wrap=(3, 3, 3),
+       sig=("sandwich",), py="lrmul({0}, {1}, {2})", helper="lrmul", torch="_lrmul({0}, {1}, {2})"),
+    Op("transpose", 1, "matrix", H.transpose, r"{0}^{{\top}}", "transpose of a major/minor matrix",
+       searchable=False, latex_wrap=(5,), sig=("square", "square"),
+       py="transpose({0})", helper="transpose", torch="_transpose({0})"),
+    Op("inv_root", 3, "matrix", H.inv_root, r"\left({0} + {2} I\right)^{{-1/{1}}}", "inv_root(a, p, eps) = "
+       "(a + eps I)^(-1/p) of a symmetric PSD matrix, by eigendecomposition (Shampoo's preconditioner)",
+       searchable=False, sig=("square", "number", "number", "square"),
+       py="inv_root({0}, {1}, {2})", helper="inv_root", torch="_inv_root({0}, {1}, {2})"),
+    Op("eigvecs", 1, "matrix", H.eigvecs, r"\operatorname{{eigvecs}}({0})", "eigenvectors of a symmetric matrix "
+       "as columns, by descending eigenvalue (SOAP's basis)", searchable=False, sig=("square", "square"),
+       py="eigvecs({0})", helper="eigvecs", torch="_eigvecs({0})"),
+    Op("eig_perm", 2, "matrix", H.eig_perm, r"\Pi_{{{0}}}({1})", "eig_perm(a, q): the permutation matrix sorting "
+       "q's columns by descending diag(q^T a q) (SOAP's refresh order)", searchable=False,
+       sig=("square", "square", "square"), py="eig_perm({0}, {1})", helper="eig_perm", torch="_eig_perm({0}, {1})"),
+    Op("qr_basis", 2, "matrix", H.qr_basis, r"\operatorname{{qr}}_{{{1}}}({0})", "qr_basis(a, r): Q of the QR "
+       "decomposition of a, columns from r on zero (SOAP's and COSMOS's power-iteration step)", searchable=False,
+       sig=("square", "number", "square"), py="qr_basis({0}, {1})", helper="qr_basis", torch="_qr_basis({0}, {1})"),
+    Op("svd_major", 2, "matrix", H.svd_major, r"U_{{{1}}}({0})", "svd_major(x, r): the top r left singular "
+       "vectors of the tall view, columns of an M x M matrix, the rest zero (optax GaLore's projector)",
+       searchable=False, sig=("tensor", "number", "major"),
+       py="svd_major({0}, {1})", helper="svd_major", torch="_svd_major({0}, {1})"),
+    Op("svd_minor", 2, "matrix", H.svd_minor, r"V_{{{1}}}({0})", "svd_minor(x, r): the top r right singular "
+       "vectors of the tall view, columns of a k x k matrix, the rest zero (GaLore's code, Fira)",
+       searchable=False, sig=("tensor", "number", "minor"),
+       py="svd_minor({0}, {1})", helper="svd_minor", torch="_svd_minor({0}, {1})"),
+    # --- objective ops: need update(..., obj_fn=); ``py``/``torch`` give the per-leaf point, ``helper`` (and the
+    # torch form's second entry) the function evaluating obj_fn once for all leaves (pyhelpers / torch_runtime) ---
+    # Why an op and not an input: the point is the program's (SAM's w + rho g/||g||, XGrad's extrapolation), so
+    # it is an argument; like a global reduction it is a barrier: every leaf's point first, one gradient of the
+    # whole objective, then each leaf reads its part. Leaves the program does not handle stay at w.
+    Op("grad_at", 1, "objective", None, r"\nabla \ell\left({0}\right)",
+       "grad_at(x): the gradient of obj_fn at the parameters moved to x (x given per leaf, broadcast to the "
+       "leaf's shape); other leaves stay at w", searchable=False,
+       py="{0}", helper="grad_at",
+       torch=("{0}", "_grad_at")),
 )
 
 _BY_NAME: dict[str, Op] = {op.name: op for op in _OPS}
@@ -348,6 +426,8 @@ def suggest(name: str, extra: tuple[str, ...] = ()) -> str:
 
 def result_kind(op: Op, arg_kinds: list[str]) -> str:
     """Value kind of ``op(args)``; ``ValueError`` when the argument kinds make no sense for the op."""
+    if op.sig:   # before join: the arguments of a matrix product have different shapes
+        return MK.result(op.name, op.sig, arg_kinds)
     widest = join(*arg_kinds)
     if op.kind == "elementwise":
         return widest
@@ -356,7 +436,7 @@ def result_kind(op: Op, arg_kinds: list[str]) -> str:
     if op.kind == "global":
         return "global"
     if op.kind == "factored":
-        if _RANK[widest] < _RANK["row"]:
+        if _RANK[widest] < _RANK["row"] or widest in MK.SQUARE:
             raise ValueError(f"{op.name} needs a matrix (tensor) argument, got a {widest} value")
         axis = "row" if op.name.startswith("row") else "col"
         return axis if widest in (axis, "tensor") else "scalar"
@@ -364,6 +444,8 @@ def result_kind(op: Op, arg_kinds: list[str]) -> str:
         if _RANK[widest] < _RANK["row"]:
             raise ValueError(f"{op.name} needs a matrix (tensor) argument, got a {widest} value")
         return widest
+    if op.kind == "objective":
+        return "tensor"
     raise AssertionError(op.kind)
 
 

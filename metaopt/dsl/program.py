@@ -10,11 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
-from metaopt.dsl import ops
+from metaopt.dsl import inputs, ops
 
-INPUTS = ("g", "w", "t", "loss", "lr")
-INPUT_KINDS = {"g": "tensor", "w": "tensor", "t": "const", "loss": "global", "lr": "const"}
-STATE_KINDS = ("tensor", "scalar", "global", "row", "col")
+# Every input a program may read (metaopt/dsl/inputs.py describes each: kind, randomness, obj_fn).
+INPUTS = tuple(i.name for i in inputs.all_inputs())
+INPUT_KINDS = {i.name: i.kind for i in inputs.all_inputs()}
+# major/minor: square matrices on a 2-D leaf's longer/shorter side (metaopt/dsl/matrix_kinds.py)
+STATE_KINDS = ("tensor", "scalar", "global", "row", "col", "major", "minor")
 # What a fallback predicate can see of a leaf: its static shape (ndim, numel, min_dim) and ``io``, 1 for a leaf
 # of the model's input or output layers (embeddings, the first layer, the head: the leaves under the io paths
 # the optimizer was given, e.g. a task's ``Task.io_paths``), else 0. Muon's authors keep those on AdamW.

@@ -4,6 +4,7 @@ Each function here is both the registry's JAX function for its op and, copied ve
 ``inspect.getsource``, the helper an exported module (``to_source``) defines — so exported code and
 ``to_optax`` compute with the very same code. Only ``jax``/``jnp`` may be used here.
 """
+import jax
 import jax.numpy as jnp
 
 
@@ -63,6 +64,14 @@ def row_mean(x):
 
 def col_mean(x):
     return jnp.mean(_need_matrix("col_mean", x), axis=-2, keepdims=True)
+
+
+def row_max(x):
+    return jnp.max(_need_matrix("row_max", x), axis=-1, keepdims=True)
+
+
+def col_max(x):
+    return jnp.max(_need_matrix("col_max", x), axis=-2, keepdims=True)
 
 
 def _as_matrix(name, x, exactly_2d=True):
@@ -144,3 +153,161 @@ def unproject(p, y):
     p = jnp.asarray(p).astype(y.dtype)
     r, c = y.shape
     return (y @ p[:c, :] if r >= c else p[:, :r] @ y).astype(dtype)
+
+
+# --- matrix-shaped values (major/minor kinds, metaopt/dsl/matrix_kinds.py): ops on a 2-D leaf's tall view ------
+def _tall(name, x):
+    # The tall view of a 2-D x (x, or x^T when x has fewer rows than columns) computed in float32+ (_as_matrix),
+    # whether x was transposed, and x's dtype. A square matrix (a major/minor value) is its own tall view.
+    x, dtype = _as_matrix(name, x)
+    wide = x.shape[0] < x.shape[1]
+    return (x.T if wide else x), wide, dtype
+
+
+def _first_columns(q, r):
+    # q with its columns from index r on set to 0 (r may be traced): a rank-r basis in a static shape
+    return q * (jnp.arange(q.shape[1]) < r).astype(q.dtype)
+
+
+def _sign_fixed(q):
+    # q with each column's sign chosen so that its largest-magnitude entry is positive. Singular and eigen vectors
+    # are defined up to sign and LAPACK builds choose differently (numpy/JAX and torch disagree on most matrices);
+    # GaLore's moments outlive a refresh of its projector, so the sign is part of the rule: fixing it makes the
+    # program mean the same on every backend (to_optax, the torch export, CPU or GPU).
+    pick = jnp.take_along_axis(q, jnp.argmax(jnp.abs(q), axis=0)[None], axis=0)
+    return q * jnp.where(pick < 0, -1, 1).astype(q.dtype)
+
+
+def gram_major(x):
+    """``X~ X~ᵀ`` (M x M) of the tall view X~ of x: ``G Gᵀ`` for a tall G, ``Gᵀ G`` for a wide one."""
+    xt, _, dtype = _tall("gram_major", x)
+    return (xt @ xt.T).astype(dtype)
+
+
+def gram_minor(x):
+    """``X~ᵀ X~`` (k x k): ``Gᵀ G`` for a tall G, ``G Gᵀ`` for a wide one."""
+    xt, _, dtype = _tall("gram_minor", x)
+    return (xt.T @ xt).astype(dtype)
+
+
+def lrmul(a, x, b):
+    """``a X~ b`` mapped back to x's orientation, computed as ``(a X~) b``: for a tall leaf ``a x b`` (Shampoo's
+    ``P_L G P_R``), for a wide one ``(a xᵀ b)ᵀ``; a major/minor x is its own tall view. A 0-d a or b is that
+    multiple of the identity (``lrmul(1, g, p)`` is ``g p``)."""
+    xt, wide, dtype = _tall("lrmul", x)
+    a, b = jnp.asarray(a).astype(xt.dtype), jnp.asarray(b).astype(xt.dtype)
+    y = a @ xt if a.ndim == 2 else a * xt
+    y = y @ b if b.ndim == 2 else y * b
+    return (y.T if wide else y).astype(dtype)
+
+
+def transpose(a):
+    a, dtype = _as_matrix("transpose", a)
+    return a.T.astype(dtype)
+
+
+def inv_root(a, p, eps):
+    """``(A + eps I)^(-1/p)`` of a symmetric positive semi-definite A from its eigendecomposition (jnp.linalg.eigh;
+    eigenvalues clamped at 0 first: rounding leaves ~-1e-16 ones). Shampoo's preconditioner root; the
+    eigendecomposition, not optax.matrix_inverse_pth_root's coupled Newton iteration (tested against it)."""
+    a, dtype = _as_matrix("inv_root", a)
+    lam, q = jnp.linalg.eigh(a)
+    lam = jnp.maximum(lam, 0) + jnp.asarray(eps, a.dtype)
+    return ((q * lam ** (-1.0 / jnp.asarray(p, a.dtype))) @ q.T).astype(dtype)
+
+
+def eigvecs(a):
+    """Eigenvectors of a symmetric a (jnp.linalg.eigh) as columns, by descending eigenvalue (SOAP's first basis),
+    each with its largest-magnitude entry positive."""
+    a, dtype = _as_matrix("eigvecs", a)
+    return _sign_fixed(jnp.linalg.eigh(a)[1][:, ::-1]).astype(dtype)
+
+
+def eig_perm(a, q):
+    """The permutation matrix Π ordering q's columns by descending Rayleigh quotient ``diag(qᵀ a q)`` (``q Π`` is
+    q so ordered): SOAP's power-iteration refresh sorts its basis, and its second moment with it, this way."""
+    a, dtype = _as_matrix("eig_perm", a)
+    q = jnp.asarray(q).astype(a.dtype)
+    order = jnp.argsort(-jnp.sum(q * (a @ q), axis=0))   # stable: equal quotients keep their order
+    return jnp.eye(a.shape[0], dtype=dtype)[:, order]
+
+
+def qr_basis(a, r):
+    """Q of the Householder QR of a (jnp.linalg.qr) with its columns from r on set to 0: an orthonormal basis of
+    the span of a's first r columns (columns past r do not enter the first r of Q)."""
+    a, dtype = _as_matrix("qr_basis", a)
+    return _first_columns(jnp.linalg.qr(a)[0], r).astype(dtype)
+
+
+def svd_major(x, r):
+    """The top r left singular vectors of x's tall view as the first columns of an M x M matrix (the rest 0):
+    U of the thin SVD of a tall x, Vh^T of a wide one (optax.contrib.galore's projector), each with its
+    largest-magnitude entry positive (optax keeps LAPACK's signs)."""
+    x, dtype = _as_matrix("svd_major", x)
+    u, _, vh = jnp.linalg.svd(x, full_matrices=False)
+    basis = _sign_fixed(vh.T if x.shape[0] < x.shape[1] else u)
+    big = basis.shape[0]
+    return jnp.zeros((big, big), x.dtype).at[:, :basis.shape[1]].set(_first_columns(basis, r)).astype(dtype)
+
+
+def svd_minor(x, r):
+    """The top r right singular vectors of x's tall view as the first columns of a k x k matrix (the rest 0): Vh^T
+    of a tall x, U of a wide one (GaLore's code: ``'right' if m >= n else 'left'``), signs as svd_major's."""
+    x, dtype = _as_matrix("svd_minor", x)
+    u, _, vh = jnp.linalg.svd(x, full_matrices=False)
+    return _first_columns(_sign_fixed(u if x.shape[0] < x.shape[1] else vh.T), r).astype(dtype)
+
+
+# --- random inputs (metaopt/dsl/inputs.py): the key derivation, and the draws ---------------------------------
+def rng_key(seed):
+    # PRNGKey(seed) of a rule reading random inputs: seed a Python number in [0, 2^32) (a fraction is truncated) or
+    # a JAX scalar (optax.inject_hyperparams injects a float32 array)
+    if isinstance(seed, (int, float)):
+        if not 0 <= seed < 2 ** 32:
+            raise ValueError(f"seed must be an integer in [0, 2^32), got {seed}")
+        return jax.random.PRNGKey(int(seed))
+    return jax.random.PRNGKey(jnp.asarray(seed).astype(jnp.int32))
+
+
+def leaf_key(key, count, i, stream):
+    # The key of random stream `stream` for leaf i (position in the flattened tree) at the update that follows
+    # `count` previous ones: leaves, steps and streams draw independently, reproducibly from the seed.
+    return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, count), i), stream)
+
+
+def _draw_dtype(x):
+    # Draws are made in float32 (float64 for a float64 leaf) and cast to the leaf's dtype, so every leaf dtype
+    # sees the same numbers (and the torch export can reproduce them bit for bit).
+    return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+def normal_like(key, x):
+    # A standard-normal draw shaped like x (jax.random.normal), in x's dtype.
+    return jax.random.normal(key, jnp.shape(x), _draw_dtype(x)).astype(jnp.result_type(x))
+
+
+def rademacher_like(key, x):
+    # +-1 shaped like x: 1 where the top bit of 32 random bits is 0 (jax.random.rademacher's draw without x64).
+    bits = jax.random.bits(key, jnp.shape(x), jnp.uint32)
+    return (1 - 2 * (bits >> 31).astype(jnp.int32)).astype(jnp.result_type(x))
+
+
+# --- objective inputs and ops: obj = (obj_fn, treedef, the flat parameter leaves) --------------------------------
+def hutchinson(obj, zs):
+    # z * (H z) for the leaves i in zs (i -> Rademacher z), H the Hessian of obj_fn at the parameters: one
+    # jvp of jax.grad(obj_fn) with tangent z on those leaves and 0 elsewhere, as
+    # optax.contrib.hutchinson_estimator_diag_hessian.
+    obj_fn, treedef, ws = obj
+    tangent = [jnp.asarray(zs[i], w.dtype) if i in zs else jnp.zeros_like(w) for i, w in enumerate(ws)]
+    _, hz = jax.jvp(jax.grad(obj_fn), (treedef.unflatten(ws),), (treedef.unflatten(tangent),))
+    hz = treedef.flatten_up_to(hz)
+    return {i: z * hz[i] for i, z in zs.items()}
+
+
+def grad_at(obj, points):
+    # The gradient of obj_fn at the parameters with leaf i moved to points[i] (broadcast to the leaf's shape and
+    # dtype) for the leaves i in points; the other leaves stay where they are.
+    obj_fn, treedef, ws = obj
+    at = [jnp.broadcast_to(jnp.asarray(points[i], w.dtype), w.shape) if i in points else w for i, w in enumerate(ws)]
+    grads = treedef.flatten_up_to(jax.grad(obj_fn)(treedef.unflatten(at)))
+    return {i: grads[i] for i in points}

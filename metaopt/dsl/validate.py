@@ -5,7 +5,8 @@ variable, assignment to an input or hyperparameter, duplicate names, unused hype
 value is never read, a state never assigned, a value wider than its state's kind (e.g. a tensor into a
 ``global`` state), a factored/matrix op on a non-matrix value, a fallback argument that is not constant,
 a fallback naming no library program (with close names), passing an argument the fallback program does not
-take, or a chain of fallbacks that loops.
+take, a chain of fallbacks that loops, or a random input (``noise``, ``h``) read without a ``seed``
+hyperparameter.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import functools
 import re
 from pathlib import Path
 
-from metaopt.dsl import ops
+from metaopt.dsl import inputs, ops
 from metaopt.dsl.errors import DSLError
 from metaopt.dsl.parser import parse_unvalidated
 from metaopt.dsl.program import (INPUT_KINDS, INPUTS, KEYWORDS, LEAF_QUANTITIES, BoolOp, Call, Compare,
@@ -104,6 +105,10 @@ class _Checker:
                 raise self.error(s.pos, f"state {s.name!r} clashes with an input, hyperparameter or state")
             self.name_ok(s.name, s.pos, "state")
             k = self.kind(s.init, init_env, "in a state initializer (only w, hyperparameters and numbers)")
+            for c in walk(s.init):
+                if isinstance(c, Call) and ops.get(c.op).kind == "objective":
+                    raise self.error(c.pos or s.pos, f"{c.op} evaluates the objective, which a state initializer "
+                                                     f"does not have (init sees only w and hyperparameters)")
             if ops.wider(k, s.kind):
                 raise self.error(s.pos, f"state {s.name!r} of kind {s.kind} cannot start from a {k} value")
             env[s.name] = s.kind
@@ -144,6 +149,17 @@ class _Checker:
                 raise self.error(s.pos, f"state {s.name!r} is never assigned (assign it in the body, or "
                                         f"make it a local; only a read snapshot like `state x0 = w` may stay)")
         used = p.reads()
+        drawn = inputs.random_inputs(used)
+        if drawn:   # the PRNG key of the rule's state starts from PRNGKey(seed) (metaopt/dsl/inputs.py)
+            if inputs.SEED not in hp_names:
+                raise self.error(p.pos, f"{p.name} reads the random input {drawn[0]!r}: declare a hyperparameter "
+                                        f"{inputs.SEED!r} (e.g. `optimizer {p.name}(..., {inputs.SEED} = 0)`) that "
+                                        f"seeds its PRNG key")
+            seed = p.defaults[inputs.SEED]
+            if not (0 <= seed < 2 ** 32 and seed == int(seed)):
+                raise self.error(hp_pos.get(inputs.SEED), f"{inputs.SEED} must be an integer in [0, 2^32) (it seeds "
+                                                          f"the PRNG key), got {seed:g}")
+            used = used | {inputs.SEED}
         if p.fallback is not None:
             f = p.fallback
             target_hps = self.fallback_target(f)

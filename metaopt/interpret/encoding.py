@@ -24,10 +24,14 @@ import numpy as np
 
 from metaopt.dsl import ops as opreg
 from metaopt.dsl.fold import const_value
-from metaopt.dsl.program import INPUT_KINDS, INPUTS, Assign, Call, Const, Expr, Program, StateDecl, Var
+from metaopt.dsl import inputs as inputreg
+from metaopt.dsl.program import INPUT_KINDS, Assign, Call, Const, Expr, Program, StateDecl, Var
 from metaopt.dsl.simplify import simplify
 
-N_INPUTS = len(INPUTS)                      # g w t loss lr occupy registers 0..4
+# The register file holds the interpreted inputs only (g w t loss lr, registers 0..4); a program reading a random
+# or objective input (noise, h; metaopt/dsl/inputs.py) or using grad_at is refused and runs through to_optax.
+INPUTS = tuple(i.name for i in inputreg.all_inputs() if i.interpreted)
+N_INPUTS = len(INPUTS)
 # ``interp1m(a, b, q) = (1 - q)*a + q*b`` is ``interp`` with a constant beta given as ``q = 1 - beta``:
 # the compiled path computes ``1 - beta`` in Python (float64) before rounding, as optax does for its
 # decays; from float32 ``beta = 0.999`` it would be off by 1e-5 relative, so the encoder stores ``q``.
@@ -125,6 +129,8 @@ class _Encoder:
             return (reg, "const") if dst is None else self.emit("copy", [reg], ["const"], dst)
         if isinstance(e, Var):
             if e.name not in self.names:
+                if e.name in INPUT_KINDS:
+                    raise EncodingError(f"input {e.name!r} is not available in the batched interpreter")
                 raise EncodingError(f"unknown name {e.name!r}")
             reg = self.names[e.name]
             kind = self.kinds.get(e.name, self.kind_of(reg))
@@ -140,6 +146,10 @@ class _Encoder:
         if self.p.fallback is not None:
             raise EncodingError("programs with a fallback cannot be encoded (the interpreter runs one rule "
                                 "on every leaf)")
+        for s in self.p.states:
+            if s.kind not in STATE_KIND_CODE:   # major/minor: the registers hold leaf-shaped values only
+                raise EncodingError(f"state {s.name}: {s.kind} (matrix-shaped) state is not interpreted; "
+                                    f"the program runs through to_optax")
         init_c, init_w = [], []
         for s in self.p.states:
             c, w = self.state_init(s)
