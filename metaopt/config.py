@@ -198,7 +198,8 @@ def _convert(value: Any, tp: Any, path: Path) -> Any:
             try:
                 return _convert(value, arg, path)
             except FieldError:
-                pass
+                if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                    raise     # a mapping for an optional section: its own error says which key is wrong
         raise FieldError(path, f"expected {_describe(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:

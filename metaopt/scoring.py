@@ -32,6 +32,8 @@ one task can move a geometric mean over ``n`` tasks by at most a factor ``4 ** (
   differ only by float rounding on a deterministic task tie.
 * **performance profile** — Dolan & Moré (2002) on steps to target, as AlgoPerf plots it up to 4.
 * **search fitness** — ``1 / geomean(speedups)`` over the search tasks: *lower is better*, in [1/4, 4].
+* **distillation fitness** — :func:`distill_fitness`: imitation error and search fitness, each normalised to
+  [0, 1], weighted, scaled to [0, WORST_FITNESS]; *lower is better* (``metaopt distill``).
 * **tuning loss** — what picks a learning rate (for every optimizer and the reference alike): the median
   over the tuning seeds of the final validation loss, a diverged seed counting as ``+inf``.
 
@@ -248,3 +250,28 @@ def tuning_losses(finals: np.ndarray, diverged: Optional[np.ndarray] = None) -> 
     f = np.asarray(finals, np.float64)
     bad = ~np.isfinite(f) if diverged is None else (np.asarray(diverged, bool) | ~np.isfinite(f))
     return np.median(np.where(bad, np.inf, f), axis=-1)
+
+
+def distill_fitness(imitation: float, imitation_max: float, task_fitness: Optional[float],
+                    imitation_weight: float, task_weight: float) -> float:
+    """The fitness of a distillation candidate (``metaopt distill``), **lower is better**, in [0, WORST_FITNESS]::
+
+        F = WORST_FITNESS * (w_i * E / E_max + w_t * log(4 T) / log(16)) / (w_i + w_t)
+
+    ``E``: the imitation error of the teacher's recorded updates (``metaopt.distill.fit``: 1 - cos in [0, 2], or
+    the scaled NMSE in [0, 1]; ``E_max`` is that bound); ``T``: :func:`search_fitness` on the same program's
+    training runs, in [1/4, 4] (tuned AdamW = 1), mapped to [0, 1] on a log scale because it is a ratio (T = 1
+    gives 1/2). Both terms lie in [0, 1], so the weights are relative; the scale puts F on the search's range,
+    where WORST_FITNESS means failed, reached only by the worst imitation with the worst training. With
+    ``task_weight`` 0, ``task_fitness`` is not read (None allowed).
+    """
+    if imitation_weight < 0 or task_weight < 0 or imitation_weight + task_weight <= 0:
+        raise ValueError(f"distill_fitness: weights must be >= 0 and not both 0, got {imitation_weight}, {task_weight}")
+    e = min(max(float(imitation) / imitation_max, 0.0), 1.0) if math.isfinite(imitation) else 1.0
+    t = 0.0
+    if task_weight > 0:
+        if task_fitness is None or not math.isfinite(task_fitness):
+            raise ValueError("distill_fitness: a task fitness is needed when task_weight > 0")
+        lo, hi = 1.0 / MAX_SCORE, 1.0 / MIN_SCORE          # search_fitness's range
+        t = math.log(min(max(task_fitness, lo), hi) / lo) / math.log(hi / lo)
+    return WORST_FITNESS * (imitation_weight * e + task_weight * t) / (imitation_weight + task_weight)

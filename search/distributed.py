@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 from metaopt.xla_env import with_required_flags
+
+# (search config, stage) -> a callable judging program texts (``search.judge.Judge`` or a variant of it)
+JudgeFactory = Callable[[Any, str], Callable]
 
 # Every actor gets one CPU thread for XLA: with two workers on two cores, XLA's default thread pools
 # would otherwise oversubscribe the machine and two workers would run slower than one.
@@ -53,10 +56,12 @@ def failed_results(job: Job, error: str) -> list[dict]:
 
 
 class LocalPool:
-    """Judges jobs in the driver's own process, one at a time (``workers: 0``; unit tests)."""
+    """Judges jobs in the driver's own process, one at a time (``workers: 0``; unit tests). ``judge``: the
+    judge factory (``search.judge.run_job``; default :class:`~search.judge.Judge`)."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Any, judge: JudgeFactory | None = None):
         self._cfg = cfg
+        self._judge = judge
         self._judges: dict[str, Any] = {}
         self._queue: list[Job] = []
         self.restarts = 0
@@ -77,7 +82,7 @@ class LocalPool:
             return []
         job = self._queue.pop(0)
         try:
-            return [(job, run_job(self._cfg, self._judges, job.stage, job.texts, job.centres))]
+            return [(job, run_job(self._cfg, self._judges, job.stage, job.texts, job.centres, self._judge))]
         except Exception as e:   # a bug in one batch must not end the search
             return [(job, failed_results(job, f"{type(e).__name__}: {e}"))]
 
@@ -88,13 +93,14 @@ class LocalPool:
 class _Worker:
     """The Ray actor body: one Judge per stage, built on first use and reused for every batch."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Any, judge: JudgeFactory | None = None):
         self._cfg = cfg
+        self._judge = judge
         self._judges: dict[str, Any] = {}
 
     def evaluate(self, stage: str, texts: list, centres: list | None = None) -> list:
         from search.judge import run_job
-        return run_job(self._cfg, self._judges, stage, texts, centres)
+        return run_job(self._cfg, self._judges, stage, texts, centres, self._judge)
 
     def pid(self) -> int:
         return os.getpid()
@@ -108,12 +114,13 @@ class RayPool:
     """``n_workers`` Ray actors, each kept ``inflight_per_worker`` batches deep."""
 
     def __init__(self, cfg: Any, n_workers: int, inflight_per_worker: int = 2, max_retries: int = 2,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, judge: JudgeFactory | None = None):
         import ray
         if not ray.is_initialized():
             raise RuntimeError("call ray.init() (or search.distributed.init_ray) before building a RayPool")
         self._ray = ray
         self._cfg = cfg
+        self._judge = judge            # pickled to every actor: a module-level class or a functools.partial of one
         self._per_worker = inflight_per_worker
         self._max_retries = max_retries
         self._env = {**SINGLE_THREAD_ENV, **(env or {})}
@@ -125,7 +132,7 @@ class RayPool:
         self.restarts = 0
 
     def _spawn(self):
-        return self._actor_cls.options(runtime_env={"env_vars": self._env}).remote(self._cfg)
+        return self._actor_cls.options(runtime_env={"env_vars": self._env}).remote(self._cfg, self._judge)
 
     def _load(self, i: int) -> int:
         return sum(1 for _, w, g in self._refs.values() if w == i and g == self._generation[i])
@@ -203,12 +210,13 @@ class RayPool:
         self._refs.clear()
 
 
-def make_pool(cfg: Any, address: str | None = None):
-    """``workers: 0`` judges in-process; otherwise Ray actors (local Ray, or the cluster at ``address``)."""
+def make_pool(cfg: Any, address: str | None = None, judge: JudgeFactory | None = None):
+    """``workers: 0`` judges in-process; otherwise Ray actors (local Ray, or the cluster at ``address``).
+    ``judge`` replaces :class:`~search.judge.Judge` in every worker (e.g. ``metaopt.distill.evolve``)."""
     if cfg.workers == 0:
-        return LocalPool(cfg)
+        return LocalPool(cfg, judge)
     init_ray(address, num_cpus=None if address else max(cfg.workers, os.cpu_count() or 1))
-    return RayPool(cfg, cfg.workers, cfg.inflight_per_worker, cfg.max_batch_retries)
+    return RayPool(cfg, cfg.workers, cfg.inflight_per_worker, cfg.max_batch_retries, judge=judge)
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:

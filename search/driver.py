@@ -21,6 +21,11 @@ island (the oldest leave), queue funnel candidates, checkpoint every ``checkpoin
   others are funnel-judged until ``top_programs`` are (the selection stage).
 * **Baselines** — AdamW and SGD tuned per task and stage once, exactly as candidates are tuned (the
   stage's rate grid, seeds and keys), as pool jobs (``search.judge.compute_baselines``).
+* **Hooks** — ``judge`` replaces the workers' :class:`~search.judge.Judge` (a factory ``(cfg, stage)``),
+  ``fitness`` replaces the speedup fitness (``(stage, result, driver) -> (fitness, scores)``; lower is better,
+  failures at ``WORST_FITNESS``; its ``needs_baselines`` attribute, default true, says whether the tuned
+  baselines are needed), and :meth:`SearchDriver.add_initial` seeds the population with more programs than
+  ``cfg.init``. ``metaopt distill`` uses all three (``metaopt/distill/evolve.py``).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from search.mutate import default_space, mutate
 from search.state import SearchState
 
 Callback = Callable[["SearchDriver"], None]
+FitnessFn = Callable[[str, dict, "SearchDriver"], tuple[float, dict]]
 
 
 @dataclasses.dataclass
@@ -60,7 +66,8 @@ class SearchDriver:
     ``progress`` shows a bar (stderr) for the baseline tuning, which runs before the first callback."""
 
     def __init__(self, cfg: Any, run_dir: str, pool: Any = None, callbacks: tuple[Callback, ...] = (),
-                 address: Optional[str] = None, log: Callable[[str], None] = print, progress: bool = True):
+                 address: Optional[str] = None, log: Callable[[str], None] = print, progress: bool = True,
+                 judge: Optional[Callable[[Any, str], Any]] = None, fitness: Optional[FitnessFn] = None):
         self.cfg, self.run_dir, self.log, self.progress = cfg, run_dir, log, progress
         os.makedirs(run_dir, exist_ok=True)
         self.resumed = SearchState.exists(run_dir)
@@ -78,10 +85,13 @@ class SearchDriver:
         # Ray first: it spawns processes, which should happen before JAX (fingerprints) starts threads.
         if pool is None and cfg.workers:
             self.log(f"search: starting {cfg.workers} Ray worker(s)" + (f" on {address}" if address else ""))
-        self.pool = pool if pool is not None else make_pool(cfg, address)
+        self.pool = pool if pool is not None else make_pool(cfg, address, judge)
+        self.fitness_fn = fitness
+        self.needs_baselines = bool(getattr(fitness, "needs_baselines", True))
         self.init_program = programs.simplify(read_init_file(cfg.init) if is_init_file(cfg.init)
                                               else programs.initial_program(cfg.init))
         self.init_fp = programs.fingerprint(self.init_program)
+        self.init_programs, self.init_fps = [self.init_program], [self.init_fp]   # cfg.init, then add_initial's
         self.provenance = write_provenance(run_dir)   # JAX runs here now (fingerprints): ask it for devices
         check_encodable(self.init_program, cfg)
         self.callbacks = callbacks
@@ -126,6 +136,18 @@ class SearchDriver:
             self._references[key] = references(self.baselines[stage][opt])
         return self._references[key]
 
+    def add_initial(self, progs: Any) -> None:
+        """More initial programs beside ``cfg.init``: each is judged first (unless its fingerprint was) and,
+        while an island fills up, is a parent as likely as ``cfg.init`` or any member. Call before :meth:`run`
+        (also on resume); the caller makes sure the interpreter holds them (``search.judge.check_encodable``)."""
+        for p in progs:
+            p = programs.simplify(p)
+            fp = programs.fingerprint(p)
+            if fp not in self.init_fps:
+                self._parsed[fp] = p
+                self.init_programs.append(p)
+                self.init_fps.append(fp)
+
     # --- breeding ---------------------------------------------------------------------------------
     def _next_id(self) -> int:
         self._jobs += 1
@@ -140,10 +162,10 @@ class SearchDriver:
     def _parent(self, island: Island) -> tuple[str, Any]:
         rng, evo = self.state.rng, island.evolution
         if not evo.full:
-            # Filling up: mutants of the initial program and of what has joined so far.
-            k = int(rng.integers(len(evo) + 1))
-            if k == len(evo):
-                return self.init_fp, self.init_program
+            # Filling up: mutants of the initial programs and of what has joined so far.
+            k = int(rng.integers(len(evo) + len(self.init_programs)))
+            if k >= len(evo):
+                return self.init_fps[k - len(evo)], self.init_programs[k - len(evo)]
             m = evo.members[k]
         else:
             m = evo.select_parent(rng)
@@ -156,13 +178,17 @@ class SearchDriver:
         self._island_turn = (i + 1) % len(self.islands)
         island = self.islands[i]
         texts, keys, centres = [], [], []
-        if self.init_fp not in st.judged and self.init_fp not in self._pending:
-            self._pending[self.init_fp] = _Pending(programs.text(self.init_program), "", "init", i)
+        for fp, prog in zip(self.init_fps, self.init_programs):
+            if fp in st.judged or fp in self._pending:
+                continue
+            if not hurdle and len(texts) >= n:
+                break             # the rest go out with the next batches
+            self._pending[fp] = _Pending(programs.text(prog), "", "init", i)
             if hurdle:     # it has no parent rate to centre on: straight to the search stage
-                self._full_queue.append(self.init_fp)
+                self._full_queue.append(fp)
             else:
-                texts.append(programs.text(self.init_program))
-                keys.append(self.init_fp)
+                texts.append(programs.text(prog))
+                keys.append(fp)
         for _ in range(n * 20):     # bounded: a region of the space may be exhausted
             if len(texts) >= n:
                 break
@@ -202,6 +228,8 @@ class SearchDriver:
         c[f"seconds_{stage}"] += float(res.get("seconds", 0.0))
 
     def _fitness(self, stage: str, res: dict) -> tuple[float, dict]:
+        if self.fitness_fn is not None:
+            return self.fitness_fn(stage, res, self)
         ref = self.reference(stage)
         return failed_fitness(ref) if res.get("error") else candidate_fitness(res["curves"], ref)
 
@@ -311,6 +339,22 @@ class SearchDriver:
         self._selected.update(best)
         return bool(best)
 
+    def judge(self, stage: str, texts: list[str]) -> list[tuple[float, dict, dict]]:
+        """(fitness, scores, result) of each program text on ``stage``, judged by this run's pool and fitness
+        in batches of ``batch_size``, outside the evolution (nothing is recorded in the state). For programs
+        made after the search, e.g. refitted ones; call it when no search batch is in flight."""
+        b = self.cfg.batch_size
+        queue = [list(range(i, min(i + b, len(texts)))) for i in range(0, len(texts), b)]
+        out: list = [None] * len(texts)
+        while queue or self.pool.inflight():
+            while queue and self.pool.capacity() > 0:
+                keys = queue.pop(0)
+                self.pool.submit(Job(self._next_id(), stage, [texts[k] for k in keys], keys))
+            for job, results in self.pool.wait():
+                for k, res in zip(job.keys, results):
+                    out[k] = (*self._fitness(stage, res), res)
+        return out
+
     # --- the loop ---------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return time.monotonic() - self._t0
@@ -361,7 +405,7 @@ class SearchDriver:
         checkpoint."""
         st = self.state
         self._restarts_before = st.counters.get("worker_restarts", 0)
-        if not self.baselines:
+        if not self.baselines and self.needs_baselines:
             self.compute_baselines()
         # The seconds budget and the throughput cover the search loop, not the one-off baseline tuning.
         self._t0 = time.monotonic() - st.elapsed

@@ -269,8 +269,10 @@ def tune_baseline(cfg: Any, item: str) -> dict:
 
 
 def run_job(cfg: Any, judges: dict, stage: str, payload: Sequence[str],
-            centres: Optional[Sequence[dict]] = None) -> list[dict]:
-    """What a worker does with one job: tune baselines, or judge candidates with the stage's Judge.
+            centres: Optional[Sequence[dict]] = None, factory: Optional[Callable[[Any, str], Any]] = None
+            ) -> list[dict]:
+    """What a worker does with one job: tune baselines, or judge candidates with the stage's Judge (built
+    once per stage by ``factory(cfg, stage)``, default :class:`Judge`; a variant adds fields to each result).
     Every result carries ``seconds``: its share of the job's wall time (the driver's per-stage cost)."""
     t0 = time.perf_counter()
     if stage == "baseline":
@@ -278,7 +280,7 @@ def run_job(cfg: Any, judges: dict, stage: str, payload: Sequence[str],
     else:
         judge = judges.get(stage)
         if judge is None:
-            judge = judges[stage] = Judge(cfg, stage)
+            judge = judges[stage] = (factory or Judge)(cfg, stage)
         results = judge(payload, centres or None)
     share = (time.perf_counter() - t0) / max(len(results), 1)
     for r in results:

@@ -8,7 +8,9 @@
 
 Modules: ``store`` (the recording format), ``record`` (running the teacher), ``replay`` (teacher-forced replay of
 programs: compiled and batched-interpreter back ends), ``fit`` (imitation errors, regime R^2), ``refit`` (constant
-refit by gradient descent through the replay).
+refit by gradient descent through the replay). ``metaopt distill`` puts them together: ``config`` (its YAML
+schema), ``evolve`` (the search's judge variant, fitness hook and initial population), ``pipeline`` (the
+resumable phases), ``report`` (the distilled program and report.md/report.json).
 """
 from metaopt.distill.store import Recording, Trajectory, load, save
 

@@ -47,6 +47,8 @@ def tensor_errors(p: jax.Array, u: jax.Array, segments: jax.Array, n_leaves: int
     finite = jnp.all(jnp.isfinite(p))
     p = jnp.where(finite, p, 0.0)                                             # keep gradients finite
     dot, pp, uu = seg(p * u), seg(p * p), seg(u * u)
+    # finite but huge updates overflow p * p: as non-finite as an inf (else 1 - cos would be inf / inf = NaN)
+    finite = finite & jnp.all(jnp.isfinite(pp)) & jnp.all(jnp.isfinite(dot))
     valid = uu > 0
     both = valid & (pp > 0)
     cos = jnp.where(both, jnp.clip(dot / jnp.sqrt(jnp.where(both, pp * uu, 1.0)), -1.0, 1.0), 0.0)

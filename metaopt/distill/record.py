@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import os
 import zlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -161,10 +162,38 @@ def _teacher(teacher, learning_rate: float | None, name: str | None):
     return spec.factory, lr, {"spec": teacher, "kind": spec.kind, "digest": optimizer_digest(teacher)}
 
 
+def _header(info: dict, lr: float, task_names: Sequence[str], horizons: Sequence[int], seed: int, n_seeds: int,
+            every: int, per_tensor: int, eval_every: int, decays: tuple[float, ...], feature_dtype: str) -> dict:
+    return {"teacher": info, "learning_rate": lr, "tasks": list(task_names), "seeds": list(range(seed, seed + n_seeds)),
+            "steps": list(horizons), "every": every, "per_tensor": per_tensor, "eval_every": eval_every,
+            "features": list(feature_names(decays)), "feature_decays": list(decays), "feature_dtype": feature_dtype,
+            "u": "-(applied update) / learning_rate at the recorded steps",
+            "versions": {"jax": jax.__version__, "optax": optax.__version__}}
+
+
+def _checked(task_names: Sequence[str], steps: int | None, n_seeds: int, per_tensor: int, every: int,
+             decays: Sequence[float], feature_dtype: str) -> tuple[tuple[float, ...], list[int]]:
+    """The arguments of :func:`record` checked: (decays, each task's horizon)."""
+    if per_tensor < 1 or every < 1 or n_seeds < 1:
+        raise ValueError(f"record(): per_tensor, every and n_seeds must be >= 1, got {per_tensor}, {every}, "
+                         f"{n_seeds}")
+    if feature_dtype not in ("float32", "float16"):
+        raise ValueError(f"record(): feature_dtype must be 'float32' or 'float16', got {feature_dtype!r}")
+    if not task_names:
+        raise ValueError("record(): no tasks given")
+    decays = tuple(float(b) for b in decays)
+    if not all(0 < b < 1 for b in decays):
+        raise ValueError(f"record(): decays must lie in (0, 1), got {decays}")
+    horizons = [int(task_registry.get(name).steps if steps is None else steps) for name in task_names]
+    if min(horizons) < 1:
+        raise ValueError(f"record(): steps must be >= 1, got {min(horizons)}")
+    return decays, horizons
+
+
 def record(teacher, task_names: Sequence[str], steps: int | None, seed: int, out_path: str | os.PathLike | None,
            *, n_seeds: int = 1, per_tensor: int = 64, every: int = 10, decays: Sequence[float] = DECAYS,
            learning_rate: float | None = None, feature_dtype: str = "float32", eval_every: int = 50,
-           teacher_name: str | None = None) -> Recording:
+           teacher_name: str | None = None, progress: Callable[[str, int], None] | None = None) -> Recording:
     """Record ``teacher`` on ``task_names`` (deterministic given the arguments; written to ``out_path``).
 
     ``teacher``: ``"lopt:DIR"`` or a checkpoint directory (a learned optimizer, run at multiplier
@@ -173,25 +202,14 @@ def record(teacher, task_names: Sequence[str], steps: int | None, seed: int, out
     ``optax.GradientTransformation`` (``learning_rate`` required: its updates are divided by it). ``steps``: per trajectory (``None``: each task's own horizon).
     Seeds ``seed, seed + 1, ..., seed + n_seeds - 1`` give the run keys ``PRNGKey(s)``. ``per_tensor``: elements
     kept per tensor; ``every``: features and updates are kept at steps ``1, 1 + every, ...``; ``eval_every``:
-    the chunking of :func:`metaopt.train` whose minibatch keys are reproduced.
+    the chunking of :func:`metaopt.train` whose minibatch keys are reproduced. ``progress(task, seed)`` is
+    called after each trajectory.
     """
-    if per_tensor < 1 or every < 1 or n_seeds < 1:
-        raise ValueError(f"record(): per_tensor, every and n_seeds must be >= 1, got {per_tensor}, {every}, "
-                         f"{n_seeds}")
-    if feature_dtype not in ("float32", "float16"):
-        raise ValueError(f"record(): feature_dtype must be 'float32' or 'float16', got {feature_dtype!r}")
-    if not task_names:
-        raise ValueError("record(): no tasks given")
+    decays, horizons = _checked(task_names, steps, n_seeds, per_tensor, every, decays, feature_dtype)
     opt_like, lr, info = _teacher(teacher, learning_rate, teacher_name)
-    decays = tuple(float(b) for b in decays)
-    if not all(0 < b < 1 for b in decays):
-        raise ValueError(f"record(): decays must lie in (0, 1), got {decays}")
-    trajs, horizons = [], []
-    for name in task_names:
+    trajs = []
+    for name, n_steps in zip(task_names, horizons):
         task = task_registry.get(name)
-        n_steps = int(task.steps if steps is None else steps)
-        if n_steps < 1:
-            raise ValueError(f"record(): steps must be >= 1, got {n_steps}")
         chunk = eval_every if n_steps % eval_every == 0 else n_steps
         opt = resolve_optimizer(opt_like, lr, task.io_paths)
         leaves, idx, order = _layout(task, per_tensor, seed)
@@ -202,13 +220,35 @@ def record(teacher, task_names: Sequence[str], steps: int | None, seed: int, out
             trajs.append(Trajectory(name, s, leaves, np.asarray(g, np.float32), np.asarray(w, np.float32),
                                     np.asarray(loss, np.float32), (rec_pos + 1).astype(np.int32),
                                     np.asarray(u, np.float32)[rec_pos], feats.astype(feature_dtype), idx))
-        horizons.append(n_steps)
-    header = {"teacher": info, "learning_rate": lr, "tasks": list(task_names), "seeds": list(range(seed, seed + n_seeds)),
-              "steps": horizons, "every": every, "per_tensor": per_tensor, "eval_every": eval_every,
-              "features": list(feature_names(decays)), "feature_decays": list(decays), "feature_dtype": feature_dtype,
-              "u": "-(applied update) / learning_rate at the recorded steps",
-              "versions": {"jax": jax.__version__, "optax": optax.__version__}}
+            if progress is not None:
+                progress(name, s)
+    header = _header(info, lr, task_names, horizons, seed, n_seeds, every, per_tensor, eval_every, decays,
+                     feature_dtype)
     rec = Recording(header, tuple(trajs))
     if out_path is not None:
         save(rec, out_path)
     return rec
+
+
+def record_or_reuse(out_path: str | os.PathLike, teacher, task_names: Sequence[str], steps: int | None, seed: int,
+                    **kwargs) -> tuple[Recording, bool]:
+    """(the recording, reused): the one at ``out_path`` when its header is the one :func:`record` would write
+    with these arguments (teacher spec and checkpoint digest, tasks, seeds, horizons, sampling, features,
+    jax/optax versions), else a new one recorded there (``kwargs``: those of :func:`record`)."""
+    from metaopt.distill.store import load
+    names = ("n_seeds", "per_tensor", "every", "decays", "feature_dtype")
+    decays, horizons = _checked(task_names, steps, *(kwargs.get(k, d) for k, d in zip(
+        names, (1, 64, 10, DECAYS, "float32"))))
+    if os.path.exists(out_path):
+        try:
+            old = load(out_path)
+        except ValueError:
+            old = None          # not a recording (a truncated file cannot be: the write is atomic)
+        if old is not None:
+            _, lr, info = _teacher(teacher, kwargs.get("learning_rate"), kwargs.get("teacher_name"))
+            want = _header(info, lr, task_names, horizons, seed, kwargs.get("n_seeds", 1), kwargs.get("every", 10),
+                           kwargs.get("per_tensor", 64), kwargs.get("eval_every", 50), decays,
+                           kwargs.get("feature_dtype", "float32"))
+            if {k: v for k, v in old.header.items() if k != "format"} == json.loads(json.dumps(want)):
+                return old, True
+    return record(teacher, task_names, steps, seed, out_path, **kwargs), False
