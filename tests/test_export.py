@@ -85,6 +85,9 @@ def test_latex_renders_each_statement():
     assert tex.startswith("\\begin{aligned}") and tex.endswith("\\end{aligned}")
     assert r"m &\leftarrow b_{1} m + (1 - b_{1}) g" in tex
     assert r"\sqrt{" in tex and r"\frac{" in tex and r"\epsilon" in tex
+    # a found program's states are s0, s1, ...: their initial values must not be double subscripts (s_{0}_{0})
+    found = to_latex(parse("optimizer f()\nstate s0 = 0\ns0 = interp(s0, g, 0.9)\nreturn s0"))
+    assert "{s_{0}}_{0} &= 0" in found and "_{0}_{0}" not in found
 
 
 def test_cli_list_show_export(tmp_path, capsys):

@@ -57,7 +57,9 @@ def to_latex(program: Program) -> str:
     states = {s.name for s in program.states}
     lines = []
     for s in program.states:
-        lines.append(f"{latex_name(s.name)}_{{0}} &= {latex_expr(s.init)}")
+        name = latex_name(s.name)
+        # a name that has a subscript already (s0 -> s_{0}) is grouped: "s_{0}_{0}" is a double-subscript error
+        lines.append(f"{{{name}}}_{{0}} &= {latex_expr(s.init)}" if "_" in name else f"{name}_{{0}} &= {latex_expr(s.init)}")
     for a in program.body:
         arrow = r"\leftarrow" if a.target in states else "="
         lines.append(f"{latex_name(a.target)} &{arrow} {latex_expr(a.expr)}")
