@@ -164,6 +164,8 @@ PROGRAMS: dict[str, str | None] = {
     # the random input noise and the objective (h, grad_at; update(..., obj_fn=)), metaopt/dsl/inputs.py
     "sgld": "J4", "psgld": "J5", "gravity": "B19", "lisa": "H7", "ivon": "J3", "sophia": "G1", "adahessian": "G2",
     "oasis": "G3", "sam": "G5", "xgrad": "H5", "psps_hutchinson": "F8",
+    # function values at other points (the op loss_at) and quasi-Newton memory as states
+    "mezo": "J1", "sls": "F16", "damped_newton": "G7", "lbfgs": "F15", "swats": "H4", "apollo_mini": "E13",
     # not catalog rows (rules users reach for, or the library's own composites)
     "novograd": None, "fromage": None, "qhadam": None, "qhm": None, "aggmo": None, "pid": None, "tiger": None,
     "kate": None, "msvag": None, "laprop": None, "padam": None, "pnm": None, "adapnm": None, "adai": None,
@@ -178,7 +180,6 @@ ALSO_COVERED: dict[str, str] = {"D5": "sgd (LOMO's fusion into the backward pass
 _H = ("needs Hessian-vector products with chosen vectors (the DSL has Hutchinson's diagonal estimate h and "
       "gradients at a point, grad_at, only)")
 _Q = "quantized state / compressed communication (class Q): out of scope"
-_LOSS_AT = "needs loss values at other points (the DSL evaluates gradients at a point, grad_at, not losses)"
 UNCOVERED: dict[str, str] = {
     "A17": "a federated loop (clients' local SGD, then a server step on the pseudo-gradient -delta): the loop is the "
            "method; the server step alone (Adam/AdaGrad/Yogi without bias correction, tau inside) is not written",
@@ -190,23 +191,17 @@ UNCOVERED: dict[str, str] = {
     "D6": "1-bit sign matrix plus rank-1 NNMF of the moments: compressed state (close to class Q)",
     "D9": "chooses the compressed axis per layer from the SNR of v: a data-dependent state layout",
     "D15": "needs layer activations and backpropagated pre-activation gradients",
-    "E13": "needs an r x m Gaussian projection kept for T steps and r x n moments: state not shaped like the "
-           "parameter (noise gives fresh per-step draws shaped like it)",
     "E15": "needs layer activations and backpropagated signals",
     "E16": "needs manifold exponential maps and parallel transport",
     "E17": "needs the metric (Fisher or Hessian of a mirror map) and its inverse; the diagonal case is Adam-like",
     "F7": "policy-gradient ascent with an online estimate of J*; details marked unsure",
-    "F11": "needs the loss and gradient at a trial point: " + _LOSS_AT,
+    "F11": "the catalog marks the model's fit and acceptance test unsure (loss_at and grad_at would carry the "
+           "trial point's evaluations)",
     "F13": "needs a JVP of the logits through the model (the model's outputs, not only the scalar objective)",
     "F14": "needs stochastic Lanczos quadrature: " + _H,
-    "F15": "needs a line search (extra loss evaluations)",
-    "F16": "needs backtracking (extra loss evaluations at trial points)",
     "G4": "needs the top-k Hessian eigenpairs by Lanczos: " + _H,
     "G6": "its first-order flatness term needs a Hessian-vector product at a perturbed point, and the catalog marks "
           "the combination unsure",
-    "G7": "the catalog marks the step-size schedules unsure; the diagonal Newton step itself is oasis.opt with "
-          "beta = 0 (D = h)",
-    "H4": "a group-wide switch to SGD chosen by the last parameter that passes the test: order-dependent",
     "H6": "block-coordinate cycling over layers with state resets: a partition across leaves",
     "H8": "online clustering of gradient statistics; details marked unsure",
     "H10": "a phase switch plus a projection of chosen layers: a wrapper, not a rule",
@@ -215,8 +210,8 @@ UNCOVERED: dict[str, str] = {
     "H13": "a distributed loop (local steps, then averaging)",
     "H14": "learns N:M sparsity masks (SR-STE) around a frozen-variance Adam",
     "I1": _Q, "I2": _Q, "I3": _Q, "I4": _Q, "I5": _Q, "I6": _Q,
-    "J1": "needs loss values at perturbed points: " + _LOSS_AT,
-    "J2": "needs loss values at perturbed points: " + _LOSS_AT,
+    "J2": "the catalog marks the perturbation's alpha_t schedule and covariance update unsure (noise and loss_at "
+          "would carry the SPSA estimate)",
     "J6": "the monitored quantity's auxiliary ODE, psi and the invariant-measure correction are marked unsure in the "
           "catalog (noise and the gradient norm would carry them)",
 }

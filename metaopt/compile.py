@@ -237,7 +237,7 @@ class Rule:
             if e not in cache:   # a barrier too: every leaf's point, then one evaluation of obj_fn for all
                 points = {en["#i"]: self._eval(e.args[0], en, envs, cache) for en in envs}
                 cache[e] = getattr(H, op.helper)(env["#obj"], points)
-            return cache[e][env["#i"]]
+            return cache[e] if op.result == "global" else cache[e][env["#i"]]
         return op.fn(*(self._eval(a, env, envs, cache) for a in e.args))
 
     def update(self, gs: list, ws: list, ios: list[bool], state, treedef, t, lr, loss, obj=None

@@ -194,7 +194,8 @@ class _Gen:
                     if c not in gl:
                         var = f"__g{len(gl)}"
                         L.extend(self.reduction(c, var, per_leaf, gl))
-                        gl[c] = var if ops.get(c.op).kind == "global" else f"{var}[i]"   # objective: per leaf
+                        per = ops.get(c.op).kind == "objective" and ops.get(c.op).result != "global"
+                        gl[c] = f"{var}[i]" if per else var   # grad_at: per leaf
             k = "tensor" if target == "__u" else expr_kind(p, e, kinds)
             if target != "__u":
                 if target not in {s.name for s in p.states}:

@@ -326,7 +326,8 @@ class _Step(InPlaceForms):
                     flush()
                     var = f"g{len(self.gl)}_"
                     out.extend(self.reduction(c, var))
-                    self.gl[c] = var if ops.get(c.op).kind == "global" else f"{var}[i]"   # objective: per leaf
+                    per = ops.get(c.op).kind == "objective" and ops.get(c.op).result != "global"
+                    self.gl[c] = f"{var}[i]" if per else var   # grad_at: per leaf
                     per_leaf_blocks += 1
             k = self.kind(e)
             if target is None:
@@ -469,7 +470,8 @@ def to_torch_source(program: Program) -> str:
     helpers = {"_const", "_grad"} | set().union(*(g.helpers for g in gens))
     deps = {"_clip": {"_maximum", "_minimum"}, "_gt": {"_mask"}, "_lt": {"_mask"}, "_ge": {"_mask"},
             "_le": {"_mask"}, "_row_mean": {"_need_matrix"}, "_col_mean": {"_need_matrix"},
-            "_row_max": {"_need_matrix"}, "_col_max": {"_need_matrix"}}
+            "_row_max": {"_need_matrix"}, "_col_max": {"_need_matrix"}, "_grad_at": {"_closure_at"},
+            "_loss_at": {"_closure_at"}}
     for h in list(helpers):
         helpers |= deps.get(h, set())
     if any(h in helpers for h in ("_orthogonalize", "_whiten", "_svd_basis", "_project", "_unproject",

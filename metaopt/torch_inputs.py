@@ -11,8 +11,8 @@ and the stream. Normals go through the same bits -> uniform -> ``sqrt(2) erfinv`
 relative in float64, ~1e-6 in float32).
 
 Objective inputs re-evaluate the model: ``h`` differentiates the gradients of ``loss.backward(create_graph=True)``
-once more (``torch.autograd.grad`` with the Rademacher ``z`` as ``grad_outputs``); ``grad_at`` moves the
-parameters to the program's point, calls the step's closure and puts them back.
+once more (``torch.autograd.grad`` with the Rademacher ``z`` as ``grad_outputs``); ``grad_at`` and ``loss_at``
+move the parameters to the program's point, call the step's closure and put them back (``_closure_at``).
 """
 import math
 
@@ -88,20 +88,31 @@ def _hutchinson(program, params, zs):
     return [z * (torch.zeros_like(z) if h is None else h.detach()) for z, h in zip(zs, hz)]
 
 
-def _grad_at(program, closure, params, points):
-    # The gradient of the closure's loss at the parameters moved to the points (other parameters stay); the
-    # parameters and their .grad are put back afterwards.
+def _closure_at(program, op, closure, params, points):
+    # (the closure's loss, the parameters' gradients) at the parameters moved to the points (other parameters
+    # stay); the parameters and their .grad are put back afterwards. Under enable_grad, as the closure of
+    # step(closure) calls loss.backward().
     if closure is None:
-        raise ValueError(f"{program} evaluates the gradient at another point (grad_at): call step(closure) with a "
+        raise ValueError(f"{program} evaluates the objective at another point ({op}): call step(closure) with a "
                          f"closure that zeroes the gradients, computes the loss, calls loss.backward() and returns it")
     saved = [(p.detach().clone(), p.grad) for p in params]
     for p, x in zip(params, points):
         p.copy_(x)
         p.grad = None   # a fresh buffer: the closure's zero_grad must not touch the gradients the step holds
     with torch.enable_grad():
-        closure()
+        loss = closure()
     out = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
     for p, (w, g) in zip(params, saved):
         p.copy_(w)
         p.grad = g
-    return out
+    return torch.as_tensor(loss).detach(), out
+
+
+def _grad_at(program, closure, params, points):
+    # The gradient of the closure's loss at the parameters moved to the points, per parameter.
+    return _closure_at(program, "grad_at", closure, params, points)[1]
+
+
+def _loss_at(program, closure, params, points):
+    # The closure's loss at the parameters moved to the points: one 0-d tensor.
+    return _closure_at(program, "loss_at", closure, params, points)[0]

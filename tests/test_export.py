@@ -18,6 +18,8 @@ PROGRAMS = {
     "adam": None,
     # random inputs (a PRNG key in the state) and the objective (the input h, the op grad_at)
     "sgld": None, "sophia": None, "sam": None, "ivon": None, "lisa": None,
+    # loss_at (a global result of an objective op), per-leaf scalar states, noise into a row state
+    "mezo": None, "lbfgs": None, "apollo_mini": None,
     # the factored row_max/col_max (helpers needing _need_matrix) and the elementwise atan2
     "sm3": None, "adam_atan2": None,
     # global reductions in mid-body, a global state, a per-leaf scalar, a masked update and a fallback

@@ -232,6 +232,40 @@ def ref_cosmos(b1=0.9, b2=0.96, b3=0.96, eps=1e-8, rank=64, ratio=0.1):
     return init, step
 
 
+# ----------------------------------------------------------------------------------------------------------
+# APOLLO-Mini (arXiv:2412.05270): rank-1 Gaussian projection of the rows, Adam on R = p^T G, one tensor scale
+# ||R_t||/||R|| on the full G, the 1.01 norm-growth limiter; AdamW elsewhere. The projection is the program's draw
+# (see apollo_mini.opt): p = sqrt(n) * the row means of leaf k's normal at the refresh step (test_library_noise.draw).
+# ----------------------------------------------------------------------------------------------------------
+def ref_apollo_mini(b1=0.9, b2=0.999, eps=1e-6, wd=0.0, alpha=math.sqrt(128), gamma=1.01, T=200, seed=0):
+    from test_library_noise import draw
+    index = iter(range(len(SHAPES)))   # init_leaf runs over the leaves in flattened order: leaf k's draws
+
+    def init(w):
+        k = jnp.asarray(next(index), jnp.int32)
+        if w.ndim != 2:
+            return (k, jnp.zeros_like(w), jnp.zeros_like(w))
+        n = w.shape[1]
+        return (k, jnp.zeros((w.shape[0], 1)), jnp.zeros((1, n)), jnp.zeros((1, n)), jnp.zeros(()))
+
+    def step(w, g, s, t, lr):
+        if w.ndim != 2:
+            w, ms = adamw_leaf(w, g, s[1:], t, lr, b1, b2, eps, wd)
+            return w, (s[0], *ms)
+        k, pv, m, v, prev = s
+        fresh = jnp.mean(draw(seed, (t - 1).astype(jnp.int32), k, w), axis=1, keepdims=True) * math.sqrt(w.shape[1])
+        pv = jnp.where(jnp.mod(t - 1, T) <= 0, fresh, pv)
+        r = jnp.sum(pv * g, axis=0, keepdims=True)
+        m = b1 * m + (1 - b1) * r
+        v = b2 * v + (1 - b2) * r * r
+        gt = jnp.linalg.norm(m / (jnp.sqrt(v) + eps)) / (jnp.linalg.norm(r) + 1e-8) * g
+        lim = jnp.where(t <= 1, 1.0, jnp.maximum(jnp.linalg.norm(gt) / (prev + 1e-8), gamma) / gamma)
+        gt = gt / lim
+        d = alpha * gt * (jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+        return w - lr * (d + wd * w), (k, pv, m, v, jnp.linalg.norm(gt))
+    return init, step
+
+
 CASES = {
     "swan": ("swan", 1e-2, ref_swan, {}),
     "swan_wd": ("swan", 1e-2, lambda **k: ref_swan(wd=0.1), {"wd": 0.1}),
@@ -243,6 +277,10 @@ CASES = {
                                                                            "b1": 0.8}),
     # rank 2 < min(m, n): at rank = min(m, n) the residual is rounding noise, which the normalization amplifies
     "cosmos": ("cosmos", 1e-2, ref_cosmos, {"rank": 2, "b1": 0.8, "b2": 0.99, "b3": 0.9}),
+    # T = 7: the projection is redrawn 15 times in 100 steps (the default 200 would draw it once)
+    "apollo_mini": ("apollo_mini", 1e-3, ref_apollo_mini, {"T": 7}),
+    "apollo_mini_hp": ("apollo_mini", 1e-3, ref_apollo_mini, {"T": 10, "wd": 0.1, "b1": 0.8, "b2": 0.99,
+                                                              "alpha": 4.0, "gamma": 1.05, "seed": 2}),
 }
 
 
@@ -257,6 +295,13 @@ def test_library_matches_reference(case):
 def test_conda_refresh_matters():
     """T=10 refreshes the basis 10 times in 100 steps; the result must differ from a single basis (T=2000)."""
     assert rel_err(run_ref(*ref_conda(T=10), 1e-2), run_ref(*ref_conda(), 1e-2)) > 1e-4
+
+
+def test_apollo_mini_reference_sees_the_draws_and_refreshes():
+    """Near misses: another seed's projections, or one projection for the whole run (T = 200), are told apart."""
+    got = run_optax(to_optax(library.get("apollo_mini"), learning_rate=1e-3, T=7))
+    assert rel_err(got, run_ref(*ref_apollo_mini(T=7, seed=1), 1e-3)) > 1e-3
+    assert rel_err(got, run_ref(*ref_apollo_mini(T=200), 1e-3)) > 1e-3
 
 
 def whiten_tolerance(G) -> float:

@@ -1,4 +1,5 @@
-"""Library programs that evaluate the objective (the input ``h``, the op ``grad_at``) against outside references.
+"""Library programs that evaluate the objective (the input ``h``, the ops ``grad_at`` and ``loss_at``) against
+outside references.
 
 ``update(grads, state, params, obj_fn=f)`` with ``f(params)`` the minibatch loss, as for ``optax.contrib.sophia``.
 The problem is tests/test_library_paper.py's noisy quadratic plus a separable ``0.1 cos(3 w)`` term, in closed
@@ -143,6 +144,69 @@ def ref_psps_hutchinson(beta=0.999, alpha=1e-4, f_min=0.0):
     return (lambda p: tmap(jnp.zeros_like, p)), step
 
 
+def tsum(f, *trees):
+    """sum over the leaves of jnp.sum(f(leaf, ...)): a global reduction of the references below."""
+    return sum(jnp.sum(f(*xs)) for xs in zip(*map(jax.tree.leaves, trees)))
+
+
+def ref_mezo(eps=1e-3, seed=0):
+    # Malladi et al. (NeurIPS 2023), MeZO / SPSA: z ~ N(0, I) (the program's draws, test_library_noise.draw),
+    # g_hat = (f(w + eps z) - f(w - eps z)) / (2 eps) z, w <- w - lr g_hat.
+    def step(p, g, f, st, t, lr):
+        leaves, tdef = jax.tree.flatten(p)
+        z = tdef.unflatten([draw(seed, (t - 1).astype(jnp.int32), k, w) for k, w in enumerate(leaves)])
+        proj = (f(tmap(lambda w, zk: w + eps * zk, p, z)) - f(tmap(lambda w, zk: w - eps * zk, p, z))) / (2 * eps)
+        return tmap(lambda w, zk: w - lr * proj * zk, p, z), st
+    return (lambda p: ()), step
+
+
+def ref_sls(c=0.1, delta=0.9, reset=2.0, eta_max=1.0, trials=5):
+    # Vaswani et al. (NeurIPS 2019), SGD + Armijo with reset: eta = min(reset eta_prev, eta_max), then
+    # eta <- delta eta while f(w - eta g) > f(w) - c eta ||g||^2, here at most `trials` tests (sls.opt's cap).
+    def step(p, g, f, eta, t, lr):
+        gn, f0 = tsum(jnp.square, g), f(p)
+
+        def fails(carry):
+            e, j = carry
+            return (j < trials) & (f(tmap(lambda w, gk: w - e * gk, p, g)) > f0 - c * e * gn)
+        eta, _ = jax.lax.while_loop(fails, lambda cj: (delta * cj[0], cj[1] + 1),
+                                    (jnp.minimum(reset * eta, eta_max), 0))
+        return tmap(lambda w, gk: w - lr * eta * gk, p, g), eta
+    return (lambda p: jnp.asarray(eta_max, jnp.float32)), step
+
+
+def ref_damped_newton(L=1.0, lam=1e-3, seed=0):
+    # Hanzely et al. (NeurIPS 2022), AICN's damping with a diagonal Hessian (see damped_newton.opt): D = |diag(H)|
+    # + lam, G = sqrt(g^T D^-1 g), alpha = (sqrt(1 + 2 L G) - 1) / (L G), w <- w - lr alpha D^-1 g.
+    def step(p, g, f, st, t, lr):
+        pg = tmap(lambda gk, hk: gk / (jnp.abs(hk) + lam), g, hess_diag(f, p))
+        G = jnp.sqrt(tsum(jnp.multiply, g, pg))
+        alpha = jnp.where(G <= 0, 1.0, (jnp.sqrt(1 + 2 * L * G) - 1) / (L * G))
+        return tmap(lambda w, x: w - lr * alpha * x, p, pg), st
+    return (lambda p: ()), step
+
+
+def ref_swats(b1=0.9, b2=0.999, eps=1e-9, tol=1e-9):
+    # Keskar & Socher (2017), Algorithm 1 with one group of every leaf: Adam step p, gamma = p.p/(-p.g),
+    # lambda EMA, switch to SGD-M (lr Lambda = lambda/(1-b2^t), v from 0) once |lambda/(1-b2^t) - gamma| < tol.
+    def step(p, g, f, st, t, lr):
+        m, a, v, lam, big, sgd = st
+        m = tmap(lambda mk, gk: b1 * mk + (1 - b1) * gk, m, g)
+        a = tmap(lambda ak, gk: b2 * ak + (1 - b2) * gk * gk, a, g)
+        pa = tmap(lambda mk, ak: -lr * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t) * mk / (jnp.sqrt(ak) + eps), m, a)
+        ptg = tsum(jnp.multiply, pa, g)
+        gamma = tsum(jnp.multiply, pa, pa) / -ptg
+        on = (sgd == 0) & (ptg != 0)
+        lam_new = jnp.where(on, b2 * lam + (1 - b2) * gamma, lam)
+        sw = on & (t > 1) & (jnp.abs(lam_new / (1 - b2 ** t) - gamma) < tol)
+        v = tmap(lambda vk, gk: jnp.where(sgd > 0, b1 * vk + gk, 0.0), v, g)
+        p = tmap(lambda w, pk, vk: jnp.where(sgd > 0, w - (1 - b1) * big * vk, w + pk), p, pa, v)
+        big = jnp.where(sw, lam_new / (1 - b2 ** t), big)
+        return p, (m, a, v, lam_new, big, jnp.where(sw, 1.0, sgd))
+    z = jnp.zeros((), jnp.float32)
+    return (lambda p: (tmap(jnp.zeros_like, p), tmap(jnp.zeros_like, p), tmap(jnp.zeros_like, p), z, z, z)), step
+
+
 def sam_reference(lr, rho=0.05, mu=0.9):
     """optax.contrib.sam around heavy-ball SGD (opaque mode: one adversarial step, then the outer update), its
     grad_fn the gradient of the run's obj_fn."""
@@ -172,8 +236,19 @@ CASES = {
     # f_min = -10 bounds this loss from below (its cos and noise terms go negative)
     "psps_hutchinson": _paper("psps_hutchinson", 0.1, ref_psps_hutchinson, alpha=0.2, f_min=-10.0),
     "psps_hutchinson_hp": _paper("psps_hutchinson", 0.1, ref_psps_hutchinson, beta=0.9, alpha=0.5, f_min=-12.0),
+    # zeroth-order and line-search programs (the op loss_at)
+    # eps >= 0.3: in float32 the two-point difference's rounding (~ulp(f)/eps) is amplified along the closed loop
+    # (eps = 1e-2 gives 1e-4, eps = 0.3 at lr 1e-2 up to 6e-6; in float64 the eps = 1e-2 run agrees to 4e-13)
+    "mezo": _paper("mezo", 1e-2, ref_mezo, eps=0.5),
+    "mezo_hp": _paper("mezo", 3e-3, ref_mezo, eps=0.3, seed=3),
+    "sls": _paper("sls", 1.0, ref_sls),
+    "sls_hp": _paper("sls", 0.5, ref_sls, c=0.3, delta=0.5, reset=1.5, eta_max=0.5),
+    "damped_newton": _paper("damped_newton", 1.0, ref_damped_newton, lam=0.2),
+    "damped_newton_hp": _paper("damped_newton", 0.5, ref_damped_newton, L=0.1, lam=0.5, seed=2),
+    "swats": _paper("swats", 1e-2, ref_swats, tol=1e-3),
+    "swats_hp": _paper("swats", 3e-2, ref_swats, b1=0.8, b2=0.99, eps=1e-6, tol=1e-2),
 }
-LOSS_READERS = {"psps_hutchinson"}
+LOSS_READERS = {"psps_hutchinson", "sls"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -204,6 +279,22 @@ def test_sophia_reference_sees_the_hessian():
 def test_sam_reference_sees_the_perturbation():
     """Near miss: plain SGD (no perturbation) is told apart from SAM at rho = 0.3 (sam_sgd)."""
     assert rel_err(_runs("sam_sgd")[0], run_tx(optax.with_extra_args_support(optax.sgd(3e-2)))) > 1e-3
+
+
+def test_sls_reference_sees_the_fifth_trial():
+    """Near miss: the same line search capped at 3 trials (or none) is told apart from sls: the run needs all five."""
+    for trials in (0, 3):
+        assert rel_err(_runs("sls")[0], run_equations(*ref_sls(trials=trials), 1.0)) > 1e-3
+
+
+def test_swats_reference_sees_the_switch():
+    """Near miss: SWATS that never switches (tol = 0: Adam throughout) is told apart from swats."""
+    assert rel_err(_runs("swats")[0], run_equations(*ref_swats(tol=0.0), 1e-2)) > 1e-3
+
+
+def test_damped_newton_reference_sees_the_damping():
+    """Near miss: the undamped diagonal Newton step (L -> 0: alpha = 1) is told apart from damped_newton."""
+    assert rel_err(_runs("damped_newton")[0], run_equations(*ref_damped_newton(L=1e-8, lam=0.2), 1.0)) > 1e-3
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -252,9 +343,14 @@ def test_missing_obj_fn_is_a_clear_error():
 # ----------------------------------------------------------------------------------------------------------
 # (library name, learning rate, DSL hyperparameters, pytorch_optimizer class, its keyword arguments)
 TORCH_CASES = {
-    "adahessian": ("adahessian", 0.05, {}, "AdaHessian", {"eps": 1e-4}),
+    "adahessian": ("adahessian", 0.05, {}, "AdaHessian", {"eps": 1e-4, "foreach": False}),
     "adahessian_hp": ("adahessian", 0.05, {"b1": 0.8, "b2": 0.99, "eps": 1e-6, "wd": 0.01, "k": 0.5},
-                      "AdaHessian", {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01, "hessian_power": 0.5}),
+                      "AdaHessian", {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01, "hessian_power": 0.5,
+                                     "foreach": False}),
+    # torch's L-BFGS with one iteration per step and no line search: a fixed step lr (see lbfgs.opt). lr <= 0.1:
+    # at lr 0.5 the run is chaotic here and float64 rounding (1e-15 per step) grows to 5e-8 in 100 steps
+    "lbfgs": ("lbfgs", 0.1, {}, "torch.optim.LBFGS", {"history_size": 2, "max_iter": 1}),
+    "lbfgs_lr": ("lbfgs", 0.05, {}, "torch.optim.LBFGS", {"history_size": 2, "max_iter": 1}),
 }
 TORCH_TOL = 1e-9   # float64 on both sides, tests/trajectory.py's metric (as tests/test_library_torch_ref.py)
 
@@ -293,7 +389,7 @@ def measure_torch(case: str) -> float:
         ours = {k: np.asarray(v) for k, v in jax.jit(lambda: jax.lax.scan(step, (params, tx.init(params)), b)[1])()
                 .items()}
     ps = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in prob.params0.items()}
-    opt = reference_class(cls)(list(ps.values()), lr=lr, foreach=False, **kwargs)
+    opt = reference_class(cls)(list(ps.values()), lr=lr, **kwargs)
     th = {k: torch.tensor(v) for k, v in prob.h.items()}
     out = {k: [] for k in ps}
     for i in range(STEPS):
@@ -315,6 +411,13 @@ def test_objective_program_matches_pytorch_optimizer(case):
     err = measure_torch(case)
     print(f"{case}: max rel err {err:.2e}")
     assert err <= TORCH_TOL, f"{case}: {err:.3g} > {TORCH_TOL}"
+
+
+def test_lbfgs_reference_sees_the_second_pair(monkeypatch):
+    """Near miss: torch's L-BFGS with one pair (history_size=1) is told apart from lbfgs (two)."""
+    monkeypatch.setitem(TORCH_CASES, "lbfgs_m1", ("lbfgs", 0.1, {}, "torch.optim.LBFGS",
+                                                  {"history_size": 1, "max_iter": 1}))
+    assert measure_torch("lbfgs_m1") > 1e-3
 
 
 def suite_cases() -> list[tuple]:
@@ -373,7 +476,7 @@ def test_torch_export_errors_name_the_program_and_input():
         return (w ** 3).sum()
     sam = load_class(library.get("sam"))([w], lr=0.1)
     loss().backward()
-    with pytest.raises(ValueError, match=r"sam evaluates the gradient at another point \(grad_at\): call step"):
+    with pytest.raises(ValueError, match=r"sam evaluates the objective at another point \(grad_at\): call step"):
         sam.step()
     sophia = load_class(library.get("sophia"))([w], lr=0.1)
     with pytest.raises(ValueError, match=r"sophia reads h .*loss.backward\(create_graph=True\)"):

@@ -12,7 +12,7 @@ backends read this table. Three families:
   streams get independent draws (``pyhelpers.leaf_key``);
 * objective inputs (``objective``): computed from the objective ``obj_fn(params) -> scalar loss on the current
   batch``, passed as ``update(..., obj_fn=...)`` as for ``optax.contrib.sophia``; computed only when a program
-  reads them (the op ``grad_at`` of ``metaopt/dsl/ops.py`` is the other user of ``obj_fn``).
+  reads them (the ops ``grad_at`` and ``loss_at`` of ``metaopt/dsl/ops.py`` are the other users of ``obj_fn``).
 
 The batched interpreter's register file holds only the ``interpreted`` inputs (``metaopt/interpret/encoding.py``);
 programs reading the others run through ``to_optax``.
@@ -76,6 +76,6 @@ def objective_inputs(names) -> list[str]:
 
 def objective_uses(program) -> list[str]:
     """What of ``program`` itself (not its fallback) needs ``obj_fn``: the objective inputs it reads, then the
-    objective ops (``grad_at``) it uses."""
+    objective ops (``grad_at``, ``loss_at``) it uses."""
     return objective_inputs(program.reads()) + sorted(o for o in program.ops_used()
                                                       if ops.get(o).kind == "objective")

@@ -17,7 +17,8 @@ statistics (shape ``[..., r, 1]``) or column statistics (``[..., 1, c]``); ``ten
 Op kinds: ``elementwise`` (result kind = join of the arguments), ``reduce`` (per leaf, broadcasts back),
 ``global`` (over every leaf the program handles), ``factored`` (row/column statistics of 2-D leaves),
 ``matrix`` (whole-matrix ops on 2-D leaves, e.g. Newton–Schulz orthogonalization), ``objective`` (evaluate the
-objective ``obj_fn`` of ``update(..., obj_fn=)`` at a point given per leaf, once for all leaves: ``grad_at``).
+objective ``obj_fn`` of ``update(..., obj_fn=)`` at a point given per leaf, once for all leaves: ``grad_at``,
+``loss_at``).
 
 Complex parameters follow optax (``numerics.abs_sq``, ``tree.real(tree.vdot(...))``): ``square(x)`` is
 ``|x|^2`` and ``abs(x)`` is ``|x|``, both real, so ``rms``/``norm``/``global_norm`` are real too; ``dot(a, b)``
@@ -111,6 +112,9 @@ class Op:
     torch: str | tuple[str, str] = ""
     # matrix ops on major/minor values: argument slots and result kind (metaopt/dsl/matrix_kinds.py's result)
     sig: tuple[str, ...] = ()
+    # objective ops: the result's kind, "tensor" (each leaf reads its part: grad_at) or "global" (one value for
+    # all leaves: loss_at)
+    result: str = "tensor"
 
     @property
     def infix(self) -> bool:
@@ -369,6 +373,11 @@ _OPS: tuple[Op, ...] = (
        "leaf's shape); other leaves stay at w", searchable=False,
        py="{0}", helper="grad_at",
        torch=("{0}", "_grad_at")),
+    # loss_at: function values only (zeroth-order estimates, line searches); a global value, like a reduction
+    Op("loss_at", 1, "objective", None, r"\ell\left({0}\right)",
+       "loss_at(x): obj_fn at the parameters moved to x (x given per leaf, broadcast to the leaf's shape; other "
+       "leaves stay at w): one value for all leaves", searchable=False,
+       py="{0}", helper="loss_at", torch=("{0}", "_loss_at"), result="global"),
 )
 
 _BY_NAME: dict[str, Op] = {op.name: op for op in _OPS}
@@ -445,7 +454,7 @@ def result_kind(op: Op, arg_kinds: list[str]) -> str:
             raise ValueError(f"{op.name} needs a matrix (tensor) argument, got a {widest} value")
         return widest
     if op.kind == "objective":
-        return "tensor"
+        return op.result
     raise AssertionError(op.kind)
 
 

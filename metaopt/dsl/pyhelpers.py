@@ -311,3 +311,11 @@ def grad_at(obj, points):
     at = [jnp.broadcast_to(jnp.asarray(points[i], w.dtype), w.shape) if i in points else w for i, w in enumerate(ws)]
     grads = treedef.flatten_up_to(jax.grad(obj_fn)(treedef.unflatten(at)))
     return {i: grads[i] for i in points}
+
+
+def loss_at(obj, points):
+    # obj_fn at the parameters with leaf i moved to points[i] (as grad_at), the other leaves where they are: one
+    # value for all leaves.
+    obj_fn, treedef, ws = obj
+    at = [jnp.broadcast_to(jnp.asarray(points[i], w.dtype), w.shape) if i in points else w for i, w in enumerate(ws)]
+    return obj_fn(treedef.unflatten(at))
