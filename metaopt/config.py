@@ -188,7 +188,7 @@ def _convert(value: Any, tp: Any, path: Path) -> Any:
     """``value`` checked against (and, for numbers, lists and nested dataclasses, converted to) ``tp``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
-        return value
+        return _plain(value)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -234,6 +234,16 @@ def _convert(value: Any, tp: Any, path: Path) -> Any:
             raise FieldError(path, f"expected {_describe(tp)}, got {value!r}")
         return value
     raise TypeError(f"config schema field {dotted(path)} has a type the loader cannot check: {tp!r}")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with the loader's position-keeping collections turned into plain dicts and lists (an
+    ``Any`` field, e.g. an architecture's kwargs, must not leak them: ``dataclasses.asdict`` cannot copy them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _build(data: dict, schema: type[T], path: Path = ()) -> T:

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import Task, check_split
+from tasks.base import Task, TaskFamily, check_split, key_to_rng
 from tasks.data import softmax_cross_entropy
-from tasks.registry import register
+from tasks.registry import register, register_family
 from tasks.text import VOCAB_SIZE, stdlib_corpus
 
 
@@ -98,3 +98,41 @@ register("char_lm_stdlib")(lambda: char_lm("char_lm_stdlib", d_model=48, layers=
 register("smoke_char_lm")(lambda: char_lm("smoke_char_lm", d_model=16, layers=1, heads=2, context=16,
                                           batch_size=8, valid_windows=16, max_train_chars=20_000,
                                           max_valid_chars=4_000, steps=40, eval_every=20))
+
+
+# The train families' corpus cap: the text becomes an XLA constant of every compiled unroll, and a
+# 100k-character slice of the stdlib sources (ids only) still gives thousands of distinct windows.
+FAMILY_TRAIN_CHARS = 100_000
+FAMILY_VALID_CHARS = 20_000
+
+
+class CharLMFamily(TaskFamily):
+    """Tiny character transformer LMs on the stdlib corpus (:func:`char_lm`) for meta-training on the
+    shape of the held-out ``lm_transformer_stdlib``: width 8/16/24, 1-2 layers, 1-2 heads, context
+    8/12/20, batch 4/8/16 and a horizon of 200/400/800 steps, drawn from the key; 16 fixed valid windows.
+
+    Disjoint from every suite task by construction: the suites' transformer LMs all use context 16, 32
+    or 64, which this family never draws (tests/test_families.py checks names, descriptions and
+    parameter/batch shapes).
+    """
+
+    name = "char_lm"
+    widths = (8, 16, 24)
+    depths = (1, 2)
+    heads = (1, 2)
+    contexts = (8, 12, 20)
+    batch_sizes = (4, 8, 16)
+    horizons = (200, 400, 800)
+
+    def sample(self, key: jax.Array) -> Task:
+        rng = key_to_rng(key)
+        d, layers, heads = int(rng.choice(self.widths)), int(rng.choice(self.depths)), int(rng.choice(self.heads))
+        ctx, bs = int(rng.choice(self.contexts)), int(rng.choice(self.batch_sizes))
+        steps = int(rng.choice(self.horizons))
+        return char_lm(f"char_lm_d{d}_l{layers}_h{heads}_c{ctx}_b{bs}_s{steps}", d_model=d, layers=layers,
+                       heads=heads, context=ctx, batch_size=bs, valid_windows=16,
+                       max_train_chars=FAMILY_TRAIN_CHARS, max_valid_chars=FAMILY_VALID_CHARS, steps=steps,
+                       eval_every=50)
+
+
+register_family("char_lm")(CharLMFamily)

@@ -67,5 +67,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     ),
 }
 # Families meta-training samples from (all drawn from train-like distributions, never producing a
-# held-out task: see each family's docstring).
-TRAIN_FAMILIES: tuple[str, ...] = ("quadratic", "regression", "digits_mlp", "rosenbrock")
+# validation or held-out task: see each family's docstring and tests/test_families.py). The last three
+# give meta-training the held-out suite's shapes (transformer LM, CNN, recurrent LM) at toy sizes.
+TRAIN_FAMILIES: tuple[str, ...] = ("quadratic", "regression", "digits_mlp", "rosenbrock", "char_lm",
+                                   "digits_cnn", "char_rnn")

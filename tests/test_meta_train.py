@@ -2,6 +2,7 @@
 load / load_factory / export_source round-trip; the CLI runs."""
 import dataclasses
 import importlib.util
+import json
 import os
 
 import jax
@@ -12,7 +13,7 @@ import pytest
 import tasks
 from metaopt.config import load_config
 from metaopt.learned import export_source, load, load_factory, load_lopt, write_export
-from metaopt.meta.config import EstimatorConfig, LOptConfig, MetaConfig
+from metaopt.meta.config import CurriculumConfig, EstimatorConfig, LOptConfig, MetaConfig, ValidationConfig
 from metaopt.meta.trainer import meta_train
 from metaopt.meta.unroll import fresh_state, unroll
 
@@ -35,7 +36,13 @@ def test_configs_load():
 
 
 def test_resume_takes_the_same_next_step(tmp_path):
-    cfg = tiny_cfg()
+    """A run killed after 2 steps and resumed takes the uninterrupted run's steps, in the same curriculum
+    stage (unroll 2, then 4 from step 3), with the same validation curve (every 2 steps) and best θ; the
+    factored-feature rule it trains loads, scales with its multiplier and exports."""
+    cfg = tiny_cfg(lopt=LOptConfig("mlp", {"hidden_size": 4, "factored": True}),     # exported and loaded too
+                   curriculum=CurriculumConfig(at_steps=[0, 3], unroll_lengths=[2, 4]),
+                   validation=ValidationConfig(every=2, tasks=["wine_mlp_w16_d1_tanh"], seeds=2,
+                                               lr_multipliers=[1.0, 3.0], reference_lrs=[0.01, 0.1], steps=50))
     full = meta_train(cfg, str(tmp_path / "a"), progress=False, log=False)
     meta_train(cfg, str(tmp_path / "b"), progress=False, log=False, stop_after=2)   # "killed" after 2
     resumed = meta_train(cfg, str(tmp_path / "b"), resume=True, progress=False, log=False)
@@ -43,6 +50,18 @@ def test_resume_takes_the_same_next_step(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(full.theta), jax.tree_util.tree_leaves(resumed.theta)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert [h["meta_loss"] for h in full.history] == [h["meta_loss"] for h in resumed.history]
+    assert [h["unroll_length"] for h in full.history] == [2, 2, 2, 4]
+    curves = [json.loads((tmp_path / r / "validation.json").read_text()) for r in ("a", "b")]
+    assert [e["step"] for e in curves[0]] == [2, 4]
+    assert [e["score"] for e in curves[0]] == [e["score"] for e in curves[1]]
+    assert all(0.25 <= e["score"] <= 4.0 for e in curves[0])       # metaopt.scoring's clipped speedups
+    best = json.loads((tmp_path / "a" / "best" / "validation.json").read_text())["best"]
+    assert best["score"] == max(e["score"] for e in curves[0])
+    best_lopt, best_theta = load_lopt(str(tmp_path / "a" / "best"))    # a learned-optimizer directory
+    assert best_lopt == load_lopt(str(tmp_path / "a"))[0]
+    if best["step"] == 4:
+        for a, b in zip(jax.tree_util.tree_leaves(full.theta), jax.tree_util.tree_leaves(best_theta)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # the run dir is a loadable learned optimizer, and the export matches it
     run = str(tmp_path / "a")
     task = tasks.get("smoke_quadratic")

@@ -11,6 +11,15 @@ performance in learned optimizers"; learned_optimization's ``small_fc_lopt``), f
     v   ← β_v v + (1 − β_v) g²             (second moment)
     f   = [g, w, m_1..m_k, √v, g/√(v+ε), m_1/√(v+ε) .. m_k/√(v+ε)]
 
+With ``factored`` (Adafactor's factored second moment, Shazeer & Stern 2018, as a cheap feature of
+Metz et al. 2022), every tensor of rank ≥ 2 also keeps row and column EMAs of g² over its last two axes,
+r ← β_v r + (1 − β_v) mean_j g²,  c ← β_v c + (1 − β_v) mean_i g²  (O(n + m) memory for an n × m
+matrix), whose outer product v̂ = r cᵀ / mean(r) is the rank-1 estimate of v, and the features gain::
+
+    [g/√(v̂+ε), 1/√(r+ε), 1/√(c+ε), m_1/√(v̂+ε) .. m_k/√(v̂+ε)]      (broadcast to the tensor's shape)
+
+For tensors of rank < 2 there is nothing to factor: v̂ = v and both row and column features are 1/√(v+ε).
+
 Each feature is normalized over its tensor by its second moment, f̂ = f / √(mean(f²) + ε). The
 normalization is *folded into the first layer's weights* (W₁ ← diag(1/√(mean f²)) W₁), and the
 per-tensor scalar inputs (time features tanh(t/x), and for the hypernetwork its outputs) are folded
@@ -36,6 +45,9 @@ class MomentState(NamedTuple):
     t: jax.Array                 # int32 scalar, steps taken so far
     momenta: tuple               # tuple (one per decay) of param-shaped pytrees
     v: Any                       # param-shaped pytree
+    # per leaf (flattened order): (row, col) EMAs of g² for rank >= 2, () otherwise; () for the whole
+    # state when the rule has no factored features (so older rules' states are unchanged)
+    factored: tuple = ()
 
 
 def time_features(t: jax.Array, scales: Sequence[float]) -> jax.Array:
@@ -44,9 +56,11 @@ def time_features(t: jax.Array, scales: Sequence[float]) -> jax.Array:
     return jnp.tanh(t / jnp.asarray(scales, jnp.float32))
 
 
-def init_moments(params: Any, n_momenta: int) -> MomentState:
+def init_moments(params: Any, n_momenta: int, factored: bool = False) -> MomentState:
     zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)
-    return MomentState(jnp.zeros([], jnp.int32), tuple(zeros() for _ in range(n_momenta)), zeros())
+    fac = tuple((jnp.zeros(x.shape[:-1], x.dtype), jnp.zeros(x.shape[:-2] + x.shape[-1:], x.dtype))
+                if x.ndim >= 2 else () for x in jax.tree_util.tree_leaves(params)) if factored else ()
+    return MomentState(jnp.zeros([], jnp.int32), tuple(zeros() for _ in range(n_momenta)), zeros(), fac)
 
 
 def update_moments(grads: Any, state: MomentState, momentum_decays: Sequence[float],
@@ -54,11 +68,30 @@ def update_moments(grads: Any, state: MomentState, momentum_decays: Sequence[flo
     momenta = tuple(jax.tree_util.tree_map(lambda m, g, b=b: b * m + (1.0 - b) * g, ms, grads)
                     for b, ms in zip(momentum_decays, state.momenta))
     v = jax.tree_util.tree_map(lambda v, g: rms_decay * v + (1.0 - rms_decay) * g * g, state.v, grads)
-    return MomentState(state.t + 1, momenta, v)
+    fac = tuple(() if not f else
+                (rms_decay * f[0] + (1.0 - rms_decay) * jnp.mean(g * g, axis=-1),
+                 rms_decay * f[1] + (1.0 - rms_decay) * jnp.mean(g * g, axis=-2))
+                for f, g in zip(state.factored, jax.tree_util.tree_leaves(grads))) if state.factored else ()
+    return MomentState(state.t + 1, momenta, v, fac)
 
 
-def num_features(n_momenta: int) -> int:
-    return 4 + 2 * n_momenta
+def num_features(n_momenta: int, factored: bool = False) -> int:
+    return 4 + 2 * n_momenta + (3 + n_momenta if factored else 0)
+
+
+def factored_features(g: jax.Array, momenta: Sequence[jax.Array], v: jax.Array, rc: tuple) -> list:
+    """The factored features of one tensor (see the module docstring); ``rc`` is its (row, col) or ()."""
+    if rc:
+        r, c = rc
+        # the 1e-30 keeps v̂ = 0 (not 0/0) before any nonzero gradient was seen
+        v_hat = r[..., :, None] * c[..., None, :] / (jnp.mean(r, axis=-1)[..., None, None] + 1e-30)
+        row = jnp.broadcast_to(jax.lax.rsqrt(r + EPS)[..., :, None], g.shape)
+        col = jnp.broadcast_to(jax.lax.rsqrt(c + EPS)[..., None, :], g.shape)
+    else:
+        v_hat = v
+        row = col = jax.lax.rsqrt(v + EPS)
+    rs = jax.lax.rsqrt(v_hat + EPS)
+    return [g * rs, row, col, *[m * rs for m in momenta]]
 
 
 def tensor_features(g: jax.Array, w: jax.Array, momenta: Sequence[jax.Array], v: jax.Array) -> list:
@@ -121,8 +154,11 @@ def apply_mlp(feats: Sequence[jax.Array], norms: jax.Array, w1: jax.Array, b1: j
 def mlp_update(weights: dict, grads: Any, state: MomentState, params: Any, *,
                momentum_decays: Sequence[float], rms_decay: float, time_scales: Sequence[float],
                step_mult: float, exp_mult: float, lr_mult: float | jax.Array = 1.0,
-               nominal: float = 0.0):
+               nominal: float = 0.0, factored: bool = False):
     """One step of the small per-parameter MLP optimizer: returns (updates, new_state).
+
+    ``factored`` adds the Adafactor-style features of the module docstring (``state`` must come from
+    ``init_moments(..., factored=True)``).
 
     With ``nominal`` = c > 0 the update gains a fixed Adam term (a "nominal descent direction",
     Harrison et al. 2022, "A closer look at learned optimization: stability, robustness, and
@@ -144,6 +180,8 @@ def mlp_update(weights: dict, grads: Any, state: MomentState, params: Any, *,
     out = []
     for i, (g, w, v) in enumerate(zip(g_leaves, w_leaves, v_leaves)):
         feats = tensor_features(g, w, [m[i] for m in m_leaves], v)
+        if factored:
+            feats += factored_features(g, [m[i] for m in m_leaves], v, state.factored[i])
         u = apply_mlp(feats, feature_norms(feats), weights["w1"], b1, hidden, weights["w_out"],
                       weights["b_out"], exp_mult, step_mult)
         if nominal:   # Adam's bias-corrected direction m̂/(√v̂ + ε) as a fixed descent term
@@ -235,7 +273,7 @@ def hyper_update(weights: dict, grads: Any, state: HyperState, params: Any, valu
 # ---------------------------------------------------------------- optax wrappers
 def mlp_transform(weights: dict, lr_mult: float = 1.0, **hp) -> optax.GradientTransformationExtraArgs:
     def init(params):
-        return init_moments(params, len(hp["momentum_decays"]))
+        return init_moments(params, len(hp["momentum_decays"]), hp.get("factored", False))
 
     def update(grads, state, params=None, **extra):
         if params is None:

@@ -5,6 +5,9 @@ For every parameter, an MLP shared across all parameters reads the normalized fe
 :mod:`metaopt.learned.kernels` (gradient, momenta, √v, g/√v, m/√v, the parameter) plus the time
 features tanh(t/x) and emits (d, s); the update is ``−step_mult · d · exp(exp_mult · s)``, plus
 ``nominal`` times Adam's direction when ``nominal`` > 0 (see :func:`kernels.mlp_update`).
+Cheap extra features (Metz et al. 2022, Sec. 4): ``momentum_decays`` sets how many momenta (and
+m/√v features) the rule reads, ``factored`` adds Adafactor's row/column second-moment statistics
+(O(n + m) memory per n × m matrix). The defaults are the shipped checkpoints' architecture.
 The small multipliers (10⁻³) keep the untrained rule's steps small and make log step sizes easy
 to learn (Metz et al. 2022).
 """
@@ -60,6 +63,7 @@ class MLPLOpt(LearnedOptimizer):
     step_mult: float = 1e-3
     exp_mult: float = 1e-3
     nominal: float = 0.0        # weight of a fixed Adam term in the update (0 = pure MLP)
+    factored: bool = False      # Adafactor-style row/column second-moment features (kernels docstring)
 
     def __post_init__(self):
         if self.hidden_layers < 1:
@@ -67,7 +71,7 @@ class MLPLOpt(LearnedOptimizer):
 
     def _module(self) -> MLPWeights:
         # with a nominal Adam term, the learned correction starts 10x smaller than it
-        return MLPWeights(kernels.num_features(len(self.momentum_decays)), len(self.time_scales),
+        return MLPWeights(kernels.num_features(len(self.momentum_decays), self.factored), len(self.time_scales),
                           self.hidden_size, self.hidden_layers, 0.1 if self.nominal else 1.0)
 
     def init_meta_params(self, key: jax.Array) -> Theta:
@@ -76,7 +80,7 @@ class MLPLOpt(LearnedOptimizer):
     def hyperparams(self) -> dict:
         return dict(momentum_decays=tuple(self.momentum_decays), rms_decay=self.rms_decay,
                     time_scales=tuple(self.time_scales), step_mult=self.step_mult, exp_mult=self.exp_mult,
-                    nominal=self.nominal)
+                    nominal=self.nominal, factored=self.factored)
 
     def opt(self, theta: Theta, lr_multiplier=1.0) -> optax.GradientTransformationExtraArgs:
         return kernels.mlp_transform(dict(theta["params"]), lr_multiplier, **self.hyperparams())

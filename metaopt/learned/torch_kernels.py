@@ -7,6 +7,7 @@ dtypes: weights, time and loss features in float32), checked against them in tes
 
     m_i ← β_i m_i + (1 − β_i) g,  v ← β_v v + (1 − β_v) g²
     f = [g, w, m_1..m_k, √v, g/√(v+ε), m_i/√(v+ε)],  f̂ = f / √(mean(f²) + ε)   (per tensor)
+    (with ``factored``: + [g/√(v̂+ε), 1/√(r+ε), 1/√(c+ε), m_i/√(v̂+ε)], v̂ = r cᵀ / mean(r), Adafactor)
     w ← w − lr_mult · step_mult · d · exp(exp_mult · s),  (d, s) = MLP(f̂)   (+ nominal · Adam's direction)
 """
 
@@ -23,6 +24,20 @@ def time_features(t, scales):
 def tensor_features(g, w, momenta, v):
     rs = torch.rsqrt(v + EPS)
     return [g, w, *momenta, torch.sqrt(v), g * rs, *[m * rs for m in momenta]]
+
+
+def factored_features(g, momenta, v, st):
+    """Adafactor-style features of one tensor (kernels.factored_features): row/col EMAs of g² in ``st``."""
+    if "row" in st:
+        r, c = st["row"], st["col"]
+        v_hat = r[..., :, None] * c[..., None, :] / (torch.mean(r, dim=-1)[..., None, None] + 1e-30)
+        row = torch.rsqrt(r + EPS)[..., :, None].expand(g.shape)
+        col = torch.rsqrt(c + EPS)[..., None, :].expand(g.shape)
+    else:
+        v_hat = v
+        row = col = torch.rsqrt(v + EPS)
+    rs = torch.rsqrt(v_hat + EPS)
+    return [g * rs, row, col, *[m * rs for m in momenta]]
 
 
 def feature_norms(feats):
@@ -98,6 +113,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 if not st:
                     st["momenta"] = [torch.zeros_like(p) for _ in hp["momentum_decays"]]
                     st["v"] = torch.zeros_like(p)
+                    if hp.get("factored") and p.ndim >= 2:
+                        st["row"] = torch.zeros(p.shape[:-1], dtype=p.dtype)
+                        st["col"] = torch.zeros(p.shape[:-2] + p.shape[-1:], dtype=p.dtype)
                     if self.architecture == "hyper":
                         st["lstm_c"] = torch.zeros(W["lstm_b"].shape[-1] // 4)
                         st["lstm_h"] = torch.zeros(W["lstm_b"].shape[-1] // 4)
@@ -105,6 +123,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 for b, m in zip(hp["momentum_decays"], st["momenta"]):
                     m.mul_(b).add_(g, alpha=1.0 - b)
                 st["v"].mul_(hp["rms_decay"]).addcmul_(g, g, value=1.0 - hp["rms_decay"])
+                if "row" in st:
+                    st["row"].mul_(hp["rms_decay"]).add_(torch.mean(g * g, dim=-1), alpha=1.0 - hp["rms_decay"])
+                    st["col"].mul_(hp["rms_decay"]).add_(torch.mean(g * g, dim=-2), alpha=1.0 - hp["rms_decay"])
                 items.append((p, g, st, float(group["lr_multiplier"])))
         if items:
             (self._mlp if self.architecture == "mlp" else self._hyper)(items, t, loss, glob)
@@ -123,6 +144,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             v_hat = 1.0 / (1.0 - torch.tensor(hp["rms_decay"], dtype=torch.float32) ** tt)
         for p, g, st, lr_mult in items:
             feats = tensor_features(g, p, st["momenta"], st["v"])
+            if hp.get("factored"):
+                feats += factored_features(g, st["momenta"], st["v"], st)
             u = apply_mlp(feats, feature_norms(feats), W["w1"], b1, hidden, W["w_out"], W["b_out"],
                           hp["exp_mult"], hp["step_mult"])
             if nominal:

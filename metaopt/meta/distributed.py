@@ -1,8 +1,9 @@
 """Running workers in-process or as Ray actors behind one interface.
 
-The learner broadcasts θ, every worker returns a gradient estimate from its own task samples, and
-the learner averages them (each worker has the same number of slots, so the plain mean is the mean
-over all slots). ``LocalWorkers`` with one worker avoids Ray entirely (tests, laptops);
+The learner broadcasts θ (and the meta-step, which sets the curriculum stage), every worker returns a
+gradient estimate from its own task samples, and the learner averages them (each worker has the same
+number of slots, so the plain mean is the mean over all slots: with PES/ES, the antithetic estimator
+over every worker's pairs; see metaopt.meta.pes). ``LocalWorkers`` with one worker avoids Ray entirely (tests, laptops);
 ``RayWorkers`` starts one actor per worker on a local Ray instance or the cluster at ``address``.
 """
 from __future__ import annotations
@@ -28,8 +29,8 @@ class LocalWorkers:
     def __init__(self, cfg: MetaConfig):
         self.workers = [MetaWorker(cfg, i) for i in range(cfg.workers)]
 
-    def compute(self, theta):
-        return _average([w.compute(theta) for w in self.workers])
+    def compute(self, theta, step: int = 0):
+        return _average([w.compute(theta, step) for w in self.workers])
 
     def get_states(self):
         return [w.get_state() for w in self.workers]
@@ -59,7 +60,7 @@ class RayWorkers:
         self.workers = [actor.remote(cfg, i) for i in range(cfg.workers)]
         self._calls = 0
 
-    def compute(self, theta, retries: int = 3):
+    def compute(self, theta, step: int = 0, retries: int = 3):
         """Every worker's estimate at θ, averaged. A call Ray reports as *temporarily* unavailable
         (a dropped RPC connection to a live actor; seen on a 2-core machine at load ~20) is
         re-sent with the same call id, which the worker answers at most once (compute_once)."""
@@ -67,7 +68,7 @@ class RayWorkers:
         theta = jax.tree_util.tree_map(np.asarray, theta)
         ref = self._ray.put(theta)      # one copy of θ in the object store for all workers
         self._calls += 1
-        refs = [w.compute_once.remote(ref, self._calls) for w in self.workers]
+        refs = [w.compute_once.remote(ref, self._calls, step) for w in self.workers]
         results = [None] * len(refs)
         for i, (w, r) in enumerate(zip(self.workers, refs)):
             for attempt in range(retries + 1):
@@ -78,7 +79,7 @@ class RayWorkers:
                     if attempt == retries:
                         raise
                     time.sleep(1.0 + attempt)
-                    r = w.compute_once.remote(ref, self._calls)
+                    r = w.compute_once.remote(ref, self._calls, step)
         return _average(results)
 
     def get_states(self):

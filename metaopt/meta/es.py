@@ -18,7 +18,6 @@ import jax.numpy as jnp
 
 from metaopt.meta.estimator import GradientEstimator, register_estimator
 from metaopt.meta.pes import antithetic_unrolls, es_combine, sample_perturbation
-from metaopt.meta.unroll import reset_finished
 
 
 @register_estimator
@@ -35,8 +34,7 @@ class ES(GradientEstimator):
         pos, _, l_pos, l_neg, raw = antithetic_unrolls(self, task, theta, eps, state, state)
         grad = es_combine(eps, l_pos, l_neg, sigma)
         keys = jax.random.split(reset_key, n)
-        new, done = jax.vmap(lambda s, k: reset_finished(self.lopt, task, theta, s,
-                                                         self.cfg.reset_every, k))(pos, keys)
+        new, done = jax.vmap(lambda s, k: self.reset(task, theta, s, k))(pos, keys)
         metrics = {"meta_loss": jnp.mean(0.5 * (l_pos + l_neg)), "inner_loss": jnp.mean(raw),
                    "resets": jnp.mean(done.astype(jnp.float32))}
         return grad, new, metrics

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from metaopt.learned.base import LearnedOptimizer
 from metaopt.meta.config import EstimatorConfig
-from metaopt.meta.unroll import InnerState, fresh_state
+from metaopt.meta.unroll import InnerState, fresh_state, init_loss, reset_finished, unroll
 from tasks.base import Task
 
 ESTIMATORS: dict[str, type["GradientEstimator"]] = {}
@@ -52,15 +52,42 @@ class GradientEstimator(abc.ABC):
     def estimate(self, task: Task, theta, state, key: jax.Array):
         """(meta-gradient estimate shaped like θ, new state, metrics dict of scalars)."""
 
+    def reset_every(self, task: Task) -> int:
+        """Truncations per inner run on ``task``: ``reset_every``, or with ``horizon: task`` the
+        truncations that cover the task's own horizon ``Task.steps`` (a static number per task; the
+        reset itself then counts steps, see :meth:`reset`)."""
+        if self.cfg.horizon == "task":
+            return max(1, -(-task.steps // self.cfg.unroll_length))
+        return self.cfg.reset_every
+
+    def loss_scale(self, task: Task) -> float:
+        """What the meta-loss divides the task's losses by (``normalize``; unroll.init_loss)."""
+        return init_loss(task) if self.cfg.normalize == "init" else 1.0
+
+    def truncation(self, task: Task, theta, state: InnerState):
+        """One truncation of ``unroll_length`` steps with this estimator's meta-loss settings."""
+        return unroll(self.lopt, task, theta, state, self.cfg.unroll_length, self.cfg.meta_loss,
+                      self.cfg.log_loss, self.loss_scale(task))
+
+    def reset(self, task: Task, theta, state: InnerState, key: jax.Array):
+        """(state, done): re-initialize a particle whose inner run is over (unroll.reset_finished):
+        after ``reset_every`` truncations, or with ``horizon: task`` after ``Task.steps`` inner steps."""
+        horizon = task.steps if self.cfg.horizon == "task" else None
+        return reset_finished(self.lopt, task, theta, state, self.reset_every(task), key, horizon)
+
     def init_particles(self, task: Task, theta, key: jax.Array) -> InnerState:
-        """``num_particles`` fresh inner problems; with ``stagger``, their truncation counters start
-        spread over [0, reset_every) so resets (and training phases) are desynchronized."""
+        """``num_particles`` fresh inner problems; with ``stagger``, their truncation counters (with
+        ``horizon: task``, their step counters) start spread over one inner run, so resets (and
+        training phases) are desynchronized."""
         n = self.cfg.num_particles
         init_key, trunc_key = jax.random.split(key)
-        trunc0 = (jax.random.randint(trunc_key, (n,), 0, self.cfg.reset_every) if self.cfg.stagger
-                  else jnp.zeros((n,), jnp.int32))
+        zeros = jnp.zeros((n,), jnp.int32)
+        by_steps = self.cfg.horizon == "task"
+        spread = (jax.random.randint(trunc_key, (n,), 0, task.steps if by_steps else self.reset_every(task))
+                  if self.cfg.stagger else zeros)
+        trunc0, t0 = (zeros, spread) if by_steps else (spread, zeros)
         keys = jax.random.split(init_key, n)
-        return jax.vmap(lambda k, t0: fresh_state(self.lopt, task, theta, k, t0))(keys, trunc0)
+        return jax.vmap(lambda k, a, b: fresh_state(self.lopt, task, theta, k, a, b))(keys, trunc0, t0)
 
 
 def make_estimator(lopt: LearnedOptimizer, cfg: EstimatorConfig) -> GradientEstimator:

@@ -12,6 +12,15 @@ which is unbiased for the gradient of the Gaussian-smoothed meta-loss *including
 through all earlier truncations of the same inner run (truncated ES drops that term; see es.py).
 Both members of a pair share their data keys (common random numbers), which cancels minibatch
 noise in L₊ − L₋. ξ is reset to 0 together with the inner problem.
+
+**Across workers** (metaopt.meta.distributed). Worker w draws every ε from its own key stream,
+``fold_in(PRNGKey(seed), 10_000 + w)`` split per meta-step and per slot, so no two workers or slots
+reuse a perturbation (independent draws; tests/test_meta_curriculum.py checks they differ), and both
+signs of a pair always run on the same worker, from the same inner state. Each of the W workers
+returns the mean over its S slots of ĝ above (N pairs each), and the learner takes the plain mean,
+so with every slot holding N pairs the result is exactly the antithetic estimator over all WSN pairs:
+
+    (1/WS) Σ_{w,s} 1/(2σ²N) Σ_i ξ_wsi (L₊ − L₋)_wsi  =  1/(2σ²WSN) Σ_{w,s,i} ξ_wsi (L₊ − L₋)_wsi
 """
 from __future__ import annotations
 
@@ -21,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.meta.estimator import GradientEstimator, register_estimator
-from metaopt.meta.unroll import InnerState, reset_finished, unroll
+from metaopt.meta.unroll import InnerState
 
 
 class PESState(NamedTuple):
@@ -51,8 +60,7 @@ def antithetic_unrolls(est: GradientEstimator, task, theta, eps, pos: InnerState
     states = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), pos, neg)
 
     def run(e, s):
-        th = jax.tree_util.tree_map(jnp.add, theta, e)
-        return unroll(est.lopt, task, th, s, est.cfg.unroll_length, est.cfg.meta_loss, est.cfg.log_loss)
+        return est.truncation(task, jax.tree_util.tree_map(jnp.add, theta, e), s)
     new, loss, raw = jax.vmap(run)(both, states)
     pos, neg = (jax.tree_util.tree_map(lambda x: x[:n], new), jax.tree_util.tree_map(lambda x: x[n:], new))
     return pos, neg, loss[:n], loss[n:], 0.5 * (raw[:n] + raw[n:])
@@ -82,7 +90,7 @@ class PES(GradientEstimator):
         pos, neg, l_pos, l_neg, raw = antithetic_unrolls(self, task, theta, eps, state.pos, state.neg)
         grad = es_combine(accum, l_pos, l_neg, sigma)
         keys = jax.random.split(reset_key, n)
-        reset = lambda s, k: reset_finished(self.lopt, task, theta, s, self.cfg.reset_every, k)
+        reset = lambda s, k: self.reset(task, theta, s, k)
         pos, done = jax.vmap(reset)(pos, keys)
         neg, _ = jax.vmap(reset)(neg, keys)     # same keys: the pair restarts from one init
         accum = jax.tree_util.tree_map(

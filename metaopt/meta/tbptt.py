@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.meta.estimator import GradientEstimator, register_estimator
-from metaopt.meta.unroll import reset_finished, unroll
 
 
 @register_estimator
@@ -28,8 +27,7 @@ class TBPTT(GradientEstimator):
 
     def meta_loss(self, task, theta, state):
         """Mean truncation meta-loss over particles, and (new states, raw losses)."""
-        run = lambda s: unroll(self.lopt, task, theta, s, self.cfg.unroll_length,
-                               self.cfg.meta_loss, self.cfg.log_loss)
+        run = lambda s: self.truncation(task, theta, s)
         new, meta, raw = jax.vmap(run)(state)
         return jnp.mean(meta), (new, raw)
 
@@ -38,7 +36,6 @@ class TBPTT(GradientEstimator):
         (loss, (new, raw)), grad = jax.value_and_grad(
             lambda th: self.meta_loss(task, th, state), has_aux=True)(theta)
         keys = jax.random.split(key, self.cfg.num_particles)
-        new, done = jax.vmap(lambda s, k: reset_finished(self.lopt, task, theta, s,
-                                                         self.cfg.reset_every, k))(new, keys)
+        new, done = jax.vmap(lambda s, k: self.reset(task, theta, s, k))(new, keys)
         return grad, new, {"meta_loss": loss, "inner_loss": jnp.mean(raw),
                            "resets": jnp.mean(done.astype(jnp.float32))}

@@ -2,14 +2,18 @@
 
     θ ← θ − Adam(clip_{‖·‖≤c}(ĝ)),   ĝ = mean over workers and their task slots of the estimator's ĝ
 
-with the estimator (TBPTT, PES or ES) chosen in the config. The learner logs TensorBoard scalars
-to ``runs/NAME`` (meta-loss, meta-gradient norm, inner train loss, reset fraction, throughput),
-checkpoints atomically every ``checkpoint_every`` steps and at the end, and resumes exactly
-(``resume=True``): the next step after a resume is the step an uninterrupted run would take.
+with the estimator (TBPTT, PES or ES) chosen in the config, its truncation length set by the
+curriculum stage of the step (``curriculum``). The learner logs TensorBoard scalars to ``runs/NAME``
+(meta-loss, meta-gradient norm, inner train loss, reset fraction, unroll length), scores θ on the
+validation suite every ``validation.every`` steps and keeps the best θ in ``runs/NAME/best``
+(metaopt.meta.validation), checkpoints atomically every ``checkpoint_every`` steps and at the end,
+and resumes exactly (``resume=True``): the next step after a resume is the step an uninterrupted run
+would take, in the same curriculum stage, with the same validation curve.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -24,6 +28,7 @@ from metaopt.learned.export import save_lopt
 from metaopt.meta.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from metaopt.meta.config import MetaConfig
 from metaopt.meta.distributed import make_workers
+from metaopt.meta.validation import BEST_DIR, CURVE_FILE, Validator, record
 from metaopt.progress import Ticker, progress_bar
 from metaopt.provenance import load_provenance, made_by, write_provenance
 
@@ -60,13 +65,15 @@ def meta_train(cfg: MetaConfig, run_dir: str, resume: bool = False, address: str
         theta = jax.tree_util.tree_map(jnp.asarray, ck["theta"])
         opt_state = jax.tree_util.tree_map(jnp.asarray, ck["meta_opt_state"])
         start, history, elapsed = int(ck["step"]), ck["history"], float(ck["seconds"])
+        curve = list(ck.get("validation", []))       # checkpoints from before validation have none
         workers.set_states(ck["workers"])
     else:
         if resume:
             print(f"no checkpoint in {run_dir}; starting fresh")
         theta = lopt.init_meta_params(jax.random.PRNGKey(cfg.seed))
         opt_state = mopt.init(theta)
-        start, history, elapsed = 0, [], 0.0
+        start, history, elapsed, curve = 0, [], 0.0, []
+    validator = Validator(cfg.validation, lopt, run_dir) if cfg.validation.every else None
 
     @jax.jit
     def apply(theta, opt_state, grad):
@@ -77,7 +84,7 @@ def meta_train(cfg: MetaConfig, run_dir: str, resume: bool = False, address: str
 
     def checkpoint(step):
         save_checkpoint(run_dir, {"theta": theta, "meta_opt_state": opt_state, "step": step,
-                                  "workers": workers.get_states(), "history": history,
+                                  "workers": workers.get_states(), "history": history, "validation": curve,
                                   "seconds": elapsed + time.perf_counter() - t0,
                                   "config": config_to_dict(cfg)})
         save_lopt(run_dir, lopt, theta, {"config": config_to_dict(cfg), "step": step,
@@ -92,11 +99,19 @@ def meta_train(cfg: MetaConfig, run_dir: str, resume: bool = False, address: str
     ticker = Ticker(bar)
     try:
         for step in range(start, end):
-            grad, metrics = workers.compute(theta)
+            grad, metrics = workers.compute(theta, step)
             theta, opt_state, norm = apply(theta, opt_state, grad)
             metrics = {k: v for k, v in metrics.items() if k != "task_ids"}
             metrics["grad_norm"] = float(norm)
+            metrics["unroll_length"] = cfg.estimator_at(step).unroll_length
             history.append(metrics)
+            # on the schedule and at the last step only, so a stopped-and-resumed run validates where an
+            # uninterrupted one does
+            if validator is not None and ((step + 1) % cfg.validation.every == 0 or step + 1 == cfg.steps):
+                t_val = time.perf_counter()
+                curve.append({"step": step + 1, **validator.score(theta)})
+                curve[-1]["seconds"] = time.perf_counter() - t_val
+                record(run_dir, lopt, theta, curve, {"config": config_to_dict(cfg)}, writer)
             bar.set_postfix(meta_loss=f"{metrics['meta_loss']:.3f}", inner=f"{metrics['inner_loss']:.3g}",
                             refresh=False)
             bar.update(1)
@@ -131,7 +146,14 @@ def summary(result: MetaResult, window: int = 10) -> str:
     first = np.mean([m["meta_loss"] for m in h[:window]])
     last = np.mean([m["meta_loss"] for m in h[-window:]])
     inner = np.mean([m["inner_loss"] for m in h[-window:]])
+    curve_path = os.path.join(result.run_dir, CURVE_FILE)
+    selected = ""
+    if os.path.exists(curve_path):
+        with open(curve_path) as fh:
+            best = max(json.load(fh), key=lambda e: e["score"])
+        selected = (f"\n  validation (speedup over tuned AdamW, metaopt.scoring): best {best['score']:.3f} at step "
+                    f"{best['step']} -> {os.path.join(result.run_dir, BEST_DIR)}")
     return (f"meta-trained {result.step} steps in {result.seconds:.1f}s -> {result.run_dir}\n"
             f"  meta-loss (mean of {window}): first {first:.4f}  last {last:.4f}\n"
             f"  inner train loss (last {window}): {inner:.4g}   grad norm (last): {h[-1]['grad_norm']:.3g}\n"
-            f"  inner steps this call: {result.inner_steps:,}{made}")
+            f"  inner steps this call: {result.inner_steps:,}{selected}{made}")

@@ -60,6 +60,13 @@ class MetaWorker:
         self.inner_steps = 0     # inner steps taken by this worker, all particles counted
         self._last: tuple[int, Any] | None = None   # (call id, result) of the last compute_once
 
+    def estimator(self, step: int):
+        """The estimator of meta-step ``step`` (its curriculum stage; one compile per stage and task)."""
+        cfg = self.cfg.estimator_at(step)
+        if cfg != self.est.cfg:
+            self.est = make_estimator(self.lopt, cfg)
+        return self.est
+
     def _compiled(self, idx: int):
         task, est = self.pool[idx], self.est
         return (lambda th, k: _init(est, task, th, k),
@@ -75,8 +82,10 @@ class MetaWorker:
         n = self.cfg.estimator.num_particles
         return 2 * n if self.cfg.estimator.kind in ("pes", "es") else n
 
-    def compute(self, theta) -> tuple[Any, dict]:
-        """Mean gradient estimate over this worker's slots, and mean metrics (numpy)."""
+    def compute(self, theta, step: int = 0) -> tuple[Any, dict]:
+        """Mean gradient estimate over this worker's slots at meta-step ``step`` (which picks the
+        curriculum stage), and mean metrics (numpy)."""
+        self.estimator(step)
         if self.slots is None:
             keys = jax.random.split(jax.random.fold_in(self.key, 2**31 - 1), self.cfg.slots_per_worker)
             self.slots = [self._new_slot(theta, k) for k in keys]
@@ -89,13 +98,13 @@ class MetaWorker:
             slot["age"] += 1
             if slot["age"] >= self.cfg.task_resample_every:
                 slot.update(self._new_slot(theta, k_new))
-        self.inner_steps += len(self.slots) * self.particles_per_slot() * self.cfg.estimator.unroll_length
+        self.inner_steps += len(self.slots) * self.particles_per_slot() * self.est.cfg.unroll_length
         grad = jax.tree_util.tree_map(lambda *g: np.mean(np.stack(g), axis=0), *to_numpy(grads))
         mean = {k: float(np.mean([float(m[k]) for m in metrics])) for k in metrics[0]}
         mean["task_ids"] = [s["task"] for s in self.slots]
         return grad, mean
 
-    def compute_once(self, theta, call_id: int) -> tuple[Any, dict]:
+    def compute_once(self, theta, call_id: int, step: int = 0) -> tuple[Any, dict]:
         """:meth:`compute`, at most once per ``call_id``: a repeated id returns the stored result.
 
         Ray can report an actor call as failed ("temporarily unavailable": the RPC connection
@@ -104,7 +113,7 @@ class MetaWorker:
         """
         if self._last is not None and self._last[0] == call_id:
             return self._last[1]
-        result = self.compute(theta)
+        result = self.compute(theta, step)
         self._last = (call_id, result)
         return result
 
