@@ -7,34 +7,19 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import tasks
 from metaopt.config import ConfigError, FieldError, config_to_dict, load_config
-from metaopt.learned.base import LearnedOptimizer
 from metaopt.meta import worker as worker_module
 from metaopt.meta.config import CurriculumConfig, EstimatorConfig, MetaConfig, ValidationConfig
 from metaopt.meta.distributed import LocalWorkers
 from metaopt.meta.estimator import make_estimator
 from tasks.base import Task
+from test_meta_estimators import Drift   # w <- w - theta, whatever the gradient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = np.array([1.0, -2.0])
-
-
-@dataclasses.dataclass(frozen=True)
-class Drift(LearnedOptimizer):
-    """w ← w − θ every step, whatever the gradient: losses are closed-form functions of θ."""
-    name = "drift"
-
-    def init_meta_params(self, key):
-        return {"d": jnp.array([0.05, -0.1])}
-
-    def opt(self, theta, lr_multiplier=1.0):
-        return optax.GradientTransformation(
-            lambda p: optax.EmptyState(),
-            lambda g, s, p=None: (jax.tree_util.tree_map(lambda x: -lr_multiplier * theta["d"] + 0 * x, g), s))
 
 
 def toy_task(scale: float = 1.0, name: str = "toy") -> Task:
