@@ -34,6 +34,11 @@ def test_baselines_config_loads():
     assert len(cfg.optimizers) >= 12 and {"adamw", "muon", "dog"} <= set(cfg.optimizers)
     assert cfg.suite == "heldout-quick"
     assert cfg.tasks == ["smoke_quadratic", "smoke_linreg"] and cfg.steps == 50 and cfg.grid_points >= 9 and cfg.tune_seeds >= 2
+    # the library's table shares heldout-quick's run directory: the same protocol, its 12 baselines and 18 more
+    lib = build_config(p.parse_args(["--config", "configs/eval/library-quick.yaml"]))
+    protocol = lambda c: (c.suite, c.seeds, c.tune_seeds, c.grid_points, c.grid_factor, c.max_widen, c.reference)
+    assert protocol(lib) == protocol(build_config(p.parse_args(["--config", "configs/eval/heldout-quick.yaml"])))
+    assert len(set(lib.optimizers)) == len(lib.optimizers) >= 30 and set(cfg.optimizers) <= set(lib.optimizers)
 
 
 @pytest.mark.slow
