@@ -171,6 +171,9 @@ PROGRAMS: dict[str, str | None] = {
     "kate": None, "msvag": None, "laprop": None, "padam": None, "pnm": None, "adapnm": None, "adai": None,
     "madgrad": None, "schedule_free_sgd": None, "schedule_free_adamw": None, "ranger": None, "ranger_conv": None,
     "ranger_vector": None, "adamw_hf": None,
+    # PSGD Kron (Li, arXiv:1512.04202; kron_torch's form): no catalog row (seed_catalog.md names Kron only among
+    # the optimizers of a benchmark study)
+    "kron": None, "kron_diag": None,
 }
 
 # D5 (LOMO) is SGD applied per tensor during the backward pass: the update rule is sgd.opt's; the fusion is a

@@ -19,7 +19,10 @@ reference, which versions and the worst relative error measured; then the seed c
 covers, with the reason (benchmarks/library_catalog.py). Exit status 1 when a case exceeds its tolerance or a
 program has no reference at all.
 
-    .venv/bin/python -m benchmarks.library_table [--only NAME ...] [--out docs]
+    .venv/bin/python -m benchmarks.library_table [--only NAME ... | --update] [--out docs]
+
+``--update`` re-measures only new or edited programs (minutes instead of a quarter of an hour) and merges them
+into the committed table; run it in full after a version change (it refuses to mix environments).
 """
 from __future__ import annotations
 
@@ -245,33 +248,60 @@ def render(programs: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _split_for_update(table: dict, cases: list[Case], names: list[str]) -> tuple[list[dict], list[Case]]:
+    """(committed case results to keep, cases to measure) for ``--update``: a program is re-measured when it is
+    not in the table or its source digest changed; so is every program that hands leaves to it, since its cases
+    verify the fallback too. Versions must match the table's, or the merged rows would mix two environments."""
+    now = {k: version(k) for k in ("jax", "optax", "torch", "pytorch_optimizer")}
+    if table["meta"]["versions"] != now:
+        raise SystemExit(f"--update: the committed table was made with {table['meta']['versions']}, this "
+                         f"environment has {now}; regenerate it in full")
+    digests = {p["program"]: p["source_sha256"] for p in table["programs"]}
+    changed = {n for n in names if digests.get(n) != source_digest(n)}
+    changed |= {n for n in names if changed & set(fallbacks(n))}
+    kept = [r for r in table["cases"] if r["program"] not in changed and r["program"] in names]
+    return kept, [c for c in cases if c.program in changed]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="measure only these programs (no files written)")
+    ap.add_argument("--update", action="store_true",
+                    help="re-measure only the programs that are new or edited since the table in --out was made "
+                         "(by source digest) and merge them into it; the other programs keep their rows")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for library.md and library.json")
     args = ap.parse_args(argv)
     names = library.names()
     catalog.check(names)
     cases = all_cases()
+    out = Path(args.out)
+    kept: list[dict] = []
     if args.only:
         cases = [c for c in cases if c.program in args.only]
+    elif args.update:
+        table = json.loads((out / "library.json").read_text())
+        kept, cases = _split_for_update(table, cases, names)
+        print(f"updating {sorted({c.program for c in cases})}: {len(cases)} cases to measure, "
+              f"{len(kept)} kept", flush=True)
     t0 = time.perf_counter()
     results = measure(cases)
     if args.only:
         return 0 if all(r["ok"] for r in results) else 1
-    programs = summarize(results, names)
-    meta = {"date": datetime.date.today().isoformat(), "cases": len(results),
+    programs = summarize(kept + results, names)
+    meta = {"date": datetime.date.today().isoformat(), "cases": len(kept) + len(results),
             "seconds": time.perf_counter() - t0,
             "versions": {k: version(k) for k in ("jax", "optax", "torch", "pytorch_optimizer")}}
-    out = Path(args.out)
+    if args.update:   # the full run's time stays the table's; this run's is recorded beside it
+        meta.update(seconds=table["meta"]["seconds"], updated=sorted({c.program for c in cases}),
+                    update_seconds=time.perf_counter() - t0)
     out.mkdir(parents=True, exist_ok=True)
     (out / "library.md").write_text(render(programs, meta))
     tmp = out / "library.json.tmp"
-    tmp.write_text(json.dumps({"meta": meta, "programs": programs, "cases": results,
+    tmp.write_text(json.dumps({"meta": meta, "programs": programs, "cases": kept + results,
                                "uncovered": {r: catalog.UNCOVERED[r] for r in catalog.UNCOVERED}}, indent=1) + "\n")
     os.replace(tmp, out / "library.json")
     bad = [p["program"] for p in programs if not p["ok"]]
-    print(f"wrote {out / 'library.md'}: {len(programs)} programs, {len(results)} cases; failing/unverified: {bad}")
+    print(f"wrote {out / 'library.md'}: {len(programs)} programs, {len(kept) + len(results)} cases; failing/unverified: {bad}")
     return 1 if bad else 0
 
 

@@ -267,6 +267,39 @@ def _svd_minor(x, r):
     return _first_columns(_sign_fixed(u if x.shape[0] < x.shape[1] else vh.T), r).to(dtype)
 
 
+def _eye(a):
+    a, dtype = _as_matrix("eye", a)
+    return torch.eye(a.shape[0], dtype=dtype, device=a.device)
+
+
+def _triu(a):
+    a, dtype = _as_matrix("triu", a)
+    return torch.triu(a).to(dtype)
+
+
+def _tri_inv(a):
+    # a^-1 of an upper-triangular a by back substitution against I
+    a, dtype = _as_matrix("tri_inv", a)
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    return torch.linalg.solve_triangular(a, eye, upper=True).to(dtype)
+
+
+def _norm_lower_bound(a):
+    # Li's lower bound on ||a||_2, as metaopt's JAX op (first maximal row/column on ties, as jnp.argmax)
+    a, dtype = _as_matrix("norm_lower_bound", a)
+    top = torch.max(torch.abs(a))
+    a = a / torch.where(top > 0, top, torch.ones_like(top))
+    aa = a * a
+    col, row = torch.sum(aa, dim=0), torch.sum(aa, dim=1)
+    i, j = torch.argmax(col), torch.argmax(row)
+    tiny = torch.finfo(a.dtype).tiny
+    x0 = a[:, i] @ a
+    b0 = torch.linalg.vector_norm((x0 / torch.linalg.vector_norm(x0).clamp_min(tiny)) @ a.T)
+    x1 = a @ a[j, :]
+    b1 = torch.linalg.vector_norm(a.T @ (x1 / torch.linalg.vector_norm(x1).clamp_min(tiny)))
+    return (top * torch.where(col[i] > row[j], b0, b1)).to(dtype)
+
+
 def _combine_sum(parts):
     return sum(parts[1:], parts[0])
 

@@ -282,6 +282,28 @@ def test_gravity_initial_velocity_is_normal_with_std_alpha_over_lr():
         _standard_normal(-d[k] / (lr * (beta + 1) / 3) / (alpha / lr), f"leaf {k}")
 
 
+def draw_table(seed: int, shapes: dict) -> dict[str, np.ndarray]:
+    """Leaf -> its ``noise`` draws at every step (STEPS, ...): ``draw(seed, count, i)`` above, i the leaf's
+    position in the flattened (key-sorted) tree, float64 (fed to a torch reference by ``fed_torch_draws``)."""
+    with jax.enable_x64(True):
+        return {k: np.asarray(jax.vmap(lambda c, i=i, s=shapes[k]: draw(seed, c, i, jnp.zeros(s, jnp.float64)))(
+            jnp.arange(STEPS))) for i, k in enumerate(sorted(shapes))}
+
+
+def fed_torch_draws(table: dict, count: int, params: list, names: dict):
+    """``torch.randn_like`` replaced, for one reference step, by the program's draws (the input ``noise``): the
+    k-th call returns step ``count``'s draw of the k-th parameter the optimizer visits (``draw_table``)."""
+    from unittest import mock
+    import torch
+    queue = [table[names[id(p)]][count] for p in params]
+
+    def randn_like(like, dtype=None, **_):
+        x = queue.pop(0)
+        assert x.shape == tuple(like.shape), f"draw for shape {x.shape} consumed by a {tuple(like.shape)} tensor"
+        return torch.tensor(x, dtype=dtype or like.dtype)
+    return mock.patch.object(torch, "randn_like", randn_like)
+
+
 def suite_cases() -> list[tuple]:
     """(case, program, reference, precision, tolerance, measure) for benchmarks/library_table.py; reference is
     "equations", "optax" or "torch:<pytorch_optimizer class>"."""

@@ -82,6 +82,28 @@ def test_inv_root_matches_optax_coupled_newton():
     np.testing.assert_allclose(H.inv_root(a, 4, ridge * lam_max), want, rtol=2e-3, atol=2e-3)
 
 
+
+def test_psgd_triangular_ops():
+    """kron.opt's ops: eye, triu, tri_inv (reads the upper triangle only) against numpy; norm_lower_bound (JAX and
+    its torch form) against pytorch_optimizer's norm_lower_bound, and below the spectral norm."""
+    torch = pytest.importorskip("torch")
+    psgd = pytest.importorskip("pytorch_optimizer.optimizer.utils.psgd")
+    from metaopt import torch_runtime as TR
+    u = np.triu(RNG.standard_normal((5, 5))) + 3 * np.eye(5)
+    junk = u + np.tril(RNG.standard_normal((5, 5)), -1)            # the strictly lower part must be ignored
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(H.tri_inv(jnp.asarray(junk)), np.linalg.inv(u), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(H.triu(jnp.asarray(junk)), u)
+        np.testing.assert_array_equal(H.eye(jnp.asarray(junk)), np.eye(5))
+        x = RNG.standard_normal((5, 7))
+        nlb = jax.jit(H.norm_lower_bound)                             # one compile for the three 5 x 5 cases
+        for a in (x @ x.T, RNG.standard_normal((5, 5)), np.zeros((5, 5))):
+            want = float(psgd.norm_lower_bound(torch.tensor(a)))
+            got, got_torch = float(nlb(jnp.asarray(a))), float(TR._norm_lower_bound(torch.tensor(a)))
+            np.testing.assert_allclose([got, got_torch], [want, want], rtol=1e-12, atol=0)
+            assert got <= np.linalg.norm(a, 2) * (1 + 1e-12)
+        np.testing.assert_allclose(TR._tri_inv(torch.tensor(junk)).numpy(), np.linalg.inv(u), rtol=1e-12, atol=1e-12)
+
 _BAD = {
     "state l: major = 0\nl = g\nreturn g": "a tensor value cannot be stored in major state 'l'",
     "state l: major = 0\nl = interp(l, gram_minor(g), 0.9)\nreturn g": "major value and a minor value do not combine",
@@ -108,7 +130,8 @@ def test_non_2d_leaf_needs_a_fallback():
 
 # settings that cross each program's intervals (Shampoo's root, SOAP's QR refresh, the projector refreshes)
 EXPORT_CASES = {"shampoo": {"T": 3, "start": 5}, "soap": {"f": 3}, "galore": {"rank": 2, "T": 4},
-                "fira": {"rank": 2, "T": 4}, "subspace_momentum": {"rank": 2, "T": 4}, "cosmos": {"rank": 2}}
+                "fira": {"rank": 2, "T": 4}, "subspace_momentum": {"rank": 2, "T": 4}, "cosmos": {"rank": 2},
+                "kron": {"wd": 0.1}}
 
 
 @pytest.mark.parametrize("name", list(EXPORT_CASES))

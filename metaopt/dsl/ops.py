@@ -2,7 +2,8 @@
 
 The parser (arity, infix symbols, precedence), the printers (text, LaTeX, Python source), the validator
 (value kinds), the compiler (JAX functions), the batched interpreter and search mutation (``searchable``)
-all read this table, so adding an op is adding one ``Op(...)`` entry below.
+all read this table, so adding an op is adding one ``Op(...)`` entry below (the matrix-shaped ops' entries:
+metaopt/dsl/ops_matrix.py, spliced in; the ``Op`` record: metaopt/dsl/op.py).
 
 Value kinds form a lattice (see ``join``)::
 
@@ -30,22 +31,17 @@ from __future__ import annotations
 
 import difflib
 import operator
-from dataclasses import dataclass, field
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from metaopt.dsl import matrix_kinds as MK
 from metaopt.dsl import pyhelpers as H
+from metaopt.dsl.op import OP_KINDS, Op  # noqa: F401  (re-exported: ops.Op, ops.OP_KINDS)
+from metaopt.dsl.ops_matrix import OPS as MATRIX_OPS
 
 KINDS = ("const", "global", "scalar", "row", "col", "tensor", *MK.SQUARE)
 _RANK = {"const": 0, "global": 1, "scalar": 2, "row": 3, "col": 3, "tensor": 4, "major": 3, "minor": 3}
-
-OP_KINDS = ("elementwise", "reduce", "global", "factored", "matrix", "objective")
-# One letter per op kind for `metaopt list` (the letters of shared/OPTIMIZERS.md); masks (comparisons,
-# where) are W, reading the loss is L (an input, not an op).
-_LETTER = {"elementwise": "E", "reduce": "S", "global": "S", "factored": "F", "matrix": "M", "objective": "H"}
 
 
 def join(*kinds: str) -> str:
@@ -68,66 +64,6 @@ def wider(a: str, b: str) -> bool:
         return join(a, b) != b
     except ValueError:   # shapes that do not combine (a major matrix into a tensor state)
         return True
-
-
-@dataclass(frozen=True)
-class Op:
-    """One DSL op.
-
-    ``fn`` is the per-leaf JAX function for elementwise/reduce/factored/matrix ops. Global ops are
-    ``finish(combine over leaves of partial(leaf, *args))``: ``partial`` maps one leaf's argument values
-    (``leaf`` is that leaf's gradient, giving its shape) to a 0-d partial result, ``combine`` is ``"sum"``
-    or ``"max"``, and ``finish`` maps the combined value to the result.
-
-    Text form: ``symbol`` for infix (binary) or prefix (unary) ops with ``prec`` and ``assoc``; otherwise
-    call syntax ``name(a, b)``. Python (``to_source``): infix ops use their symbol (``^`` is ``**``), other ops
-    the ``py`` template with the same wrapping rule (``py_wrap``/``py_prec``); ``helper`` names a function
-    of ``pyhelpers.py`` that the template calls (its source is copied into exported modules). LaTeX: ``latex`` is a ``str.format`` template over ``{0}``, ``{1}`` ...;
-    argument *i* is parenthesised when its own LaTeX precedence is below ``latex_wrap[i]``; the rendered
-    result has precedence ``latex_prec`` (5 = atomic).
-    """
-    name: str
-    arity: int
-    kind: str
-    fn: Callable | None
-    latex: str
-    doc: str
-    searchable: bool = True
-    symbol: str | None = None
-    prec: int = 5
-    assoc: str = "left"
-    latex_prec: int = 5
-    latex_wrap: tuple[int, ...] = ()
-    letter: str = ""
-    partial: Callable | None = field(default=None, repr=False)
-    combine: str = "sum"
-    finish: Callable | None = field(default=None, repr=False)
-    py: str = ""                 # Python text form (export): template over {0}, {1}, ...; global ops: partial
-    py_finish: str = "{0}"       # global ops: Python text applied to the combined partials
-    py_wrap: tuple[int, ...] = ()
-    py_prec: int = 5
-    helper: str = ""             # name of a helper in metaopt/dsl/pyhelpers.py the Python form calls
-    # PyTorch form (to_torch_source): template over {0}, {1} ... calling torch or a `_helper` of
-    # metaopt/torch_runtime.py (same semantics as ``fn``); global ops: (partial over {0}.. and {leaf}, finish).
-    torch: str | tuple[str, str] = ""
-    # matrix ops on major/minor values: argument slots and result kind (metaopt/dsl/matrix_kinds.py's result)
-    sig: tuple[str, ...] = ()
-    # objective ops: the result's kind, "tensor" (each leaf reads its part: grad_at) or "global" (one value for
-    # all leaves: loss_at)
-    result: str = "tensor"
-
-    @property
-    def infix(self) -> bool:
-        return self.symbol is not None and self.arity == 2
-
-    @property
-    def prefix(self) -> bool:
-        return self.symbol is not None and self.arity == 1
-
-    @property
-    def tag(self) -> str:
-        """The OPTIMIZERS.md kind letter this op contributes (E, S, F, M or W)."""
-        return self.letter or _LETTER[self.kind]
 
 
 def _interp(a, b, beta):
@@ -326,43 +262,7 @@ _OPS: tuple[Op, ...] = (
        "unproject(p, y): y Vh (rows >= cols) or U y (wide), inverse of project", searchable=False,
        py="unproject({0}, {1})", helper="unproject",
        torch="_unproject({0}, {1})"),
-    # --- matrix-shaped values: major (M x M) / minor (k x k) matrices of a 2-D leaf's tall view, M = max(m, n),
-    # k = min(m, n) (metaopt/dsl/matrix_kinds.py). Not searchable: eigh/SVD/QR per candidate would dominate a
-    # search step, and a wrong side is a kind error rather than a numerical one.
-    Op("gram_major", 1, "matrix", H.gram_major, r"{0} {0}^{{\top}}", "X X^T of the leaf's tall view (M x M): "
-       "G G^T for a tall G, G^T G for a wide one (Shampoo's L, SOAP's GG_L)", searchable=False, latex_wrap=(5,),
-       sig=("tensor", "major"), py="gram_major({0})", helper="gram_major", torch="_gram_major({0})"),
-    Op("gram_minor", 1, "matrix", H.gram_minor, r"{0}^{{\top}} {0}", "X^T X of the leaf's tall view (k x k)",
-       searchable=False, latex_wrap=(5,), sig=("tensor", "minor"),
-       py="gram_minor({0})", helper="gram_minor", torch="_gram_minor({0})"),
-    Op("lrmul", 3, "matrix", H.lrmul, r"{0} \, {1} \, {2}", "lrmul(a, x, b) = a x b on the tall view: a tensor x "
-       "takes a major a and a minor b (Shampoo's P_L G P_R), a major/minor x the same kind on both sides; a number "
-       "a or b is that multiple of the identity", searchable=False, latex_prec=2, latex_wrap=(3, 3, 3),
-       sig=("sandwich",), py="lrmul({0}, {1}, {2})", helper="lrmul", torch="_lrmul({0}, {1}, {2})"),
-    Op("transpose", 1, "matrix", H.transpose, r"{0}^{{\top}}", "transpose of a major/minor matrix",
-       searchable=False, latex_wrap=(5,), sig=("square", "square"),
-       py="transpose({0})", helper="transpose", torch="_transpose({0})"),
-    Op("inv_root", 3, "matrix", H.inv_root, r"\left({0} + {2} I\right)^{{-1/{1}}}", "inv_root(a, p, eps) = "
-       "(a + eps I)^(-1/p) of a symmetric PSD matrix, by eigendecomposition (Shampoo's preconditioner)",
-       searchable=False, sig=("square", "number", "number", "square"),
-       py="inv_root({0}, {1}, {2})", helper="inv_root", torch="_inv_root({0}, {1}, {2})"),
-    Op("eigvecs", 1, "matrix", H.eigvecs, r"\operatorname{{eigvecs}}({0})", "eigenvectors of a symmetric matrix "
-       "as columns, by descending eigenvalue (SOAP's basis)", searchable=False, sig=("square", "square"),
-       py="eigvecs({0})", helper="eigvecs", torch="_eigvecs({0})"),
-    Op("eig_perm", 2, "matrix", H.eig_perm, r"\Pi_{{{0}}}({1})", "eig_perm(a, q): the permutation matrix sorting "
-       "q's columns by descending diag(q^T a q) (SOAP's refresh order)", searchable=False,
-       sig=("square", "square", "square"), py="eig_perm({0}, {1})", helper="eig_perm", torch="_eig_perm({0}, {1})"),
-    Op("qr_basis", 2, "matrix", H.qr_basis, r"\operatorname{{qr}}_{{{1}}}({0})", "qr_basis(a, r): Q of the QR "
-       "decomposition of a, columns from r on zero (SOAP's and COSMOS's power-iteration step)", searchable=False,
-       sig=("square", "number", "square"), py="qr_basis({0}, {1})", helper="qr_basis", torch="_qr_basis({0}, {1})"),
-    Op("svd_major", 2, "matrix", H.svd_major, r"U_{{{1}}}({0})", "svd_major(x, r): the top r left singular "
-       "vectors of the tall view, columns of an M x M matrix, the rest zero (optax GaLore's projector)",
-       searchable=False, sig=("tensor", "number", "major"),
-       py="svd_major({0}, {1})", helper="svd_major", torch="_svd_major({0}, {1})"),
-    Op("svd_minor", 2, "matrix", H.svd_minor, r"V_{{{1}}}({0})", "svd_minor(x, r): the top r right singular "
-       "vectors of the tall view, columns of a k x k matrix, the rest zero (GaLore's code, Fira)",
-       searchable=False, sig=("tensor", "number", "minor"),
-       py="svd_minor({0}, {1})", helper="svd_minor", torch="_svd_minor({0}, {1})"),
+    *MATRIX_OPS,   # major/minor matrix ops (gram_major ... svd_minor, eye ... norm_lower_bound): ops_matrix.py
     # --- objective ops: need update(..., obj_fn=); ``py``/``torch`` give the per-leaf point, ``helper`` (and the
     # torch form's second entry) the function evaluating obj_fn once for all leaves (pyhelpers / torch_runtime) ---
     # Why an op and not an input: the point is the program's (SAM's w + rho g/||g||, XGrad's extrapolation), so

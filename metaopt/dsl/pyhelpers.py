@@ -258,6 +258,47 @@ def svd_minor(x, r):
     return _first_columns(_sign_fixed(u if x.shape[0] < x.shape[1] else vh.T), r).astype(dtype)
 
 
+
+# PSGD's triangular factors (Li, arXiv:1512.04202; kron.opt): Q starts at I, moves by triu(...) Q, and the
+# noise side of its fit needs Q^-1 (Q stays upper triangular with a positive diagonal).
+def eye(a):
+    """The identity shaped like the square a (``state q: major = eye(gram_major(w))`` starts a factor at I)."""
+    a, dtype = _as_matrix("eye", a)
+    return jnp.eye(a.shape[0], dtype=dtype)
+
+
+def triu(a):
+    """The upper triangle of a (diagonal included), the rest 0."""
+    a, dtype = _as_matrix("triu", a)
+    return jnp.triu(a).astype(dtype)
+
+
+def tri_inv(a):
+    """``a^-1`` of an upper-triangular a (only that triangle is read) by back substitution against I."""
+    a, dtype = _as_matrix("tri_inv", a)
+    eye_ = jnp.eye(a.shape[0], dtype=a.dtype)
+    return jax.lax.linalg.triangular_solve(a, eye_, left_side=True, lower=False).astype(dtype)
+
+
+def norm_lower_bound(a):
+    """Li's cheap lower bound on the spectral norm ||a||_2 (psgd_torch's norm_lower_bound, used by Kron for the
+    step size of a triangular factor): with a scaled to max|a| = 1, take the row (or column) of largest 2-norm
+    as x, and return max|a| * ||(x/||x||) a^T|| for a column pick (``||a^T (x/||x||)||`` for a row pick)."""
+    a, dtype = _as_matrix("norm_lower_bound", a)
+    top = jnp.max(jnp.abs(a))
+    a = a / jnp.where(top > 0, top, 1)
+    aa = a * a
+    col, row = jnp.sum(aa, axis=0), jnp.sum(aa, axis=1)
+    # the picked column / row as a product with a one-hot vector (exact), not a gather: half the compile time
+    idx = jnp.arange(a.shape[0])
+    ei, ej = (idx == jnp.argmax(col)).astype(a.dtype), (idx == jnp.argmax(row)).astype(a.dtype)
+    tiny = jnp.finfo(a.dtype).tiny
+    x0 = (a @ ei) @ a
+    b0 = jnp.linalg.norm((x0 / jnp.maximum(jnp.linalg.norm(x0), tiny)) @ a.T)
+    x1 = a @ (ej @ a)
+    b1 = jnp.linalg.norm(a.T @ (x1 / jnp.maximum(jnp.linalg.norm(x1), tiny)))
+    return (top * jnp.where(jnp.max(col) > jnp.max(row), b0, b1)).astype(dtype)
+
 # --- random inputs (metaopt/dsl/inputs.py): the key derivation, and the draws ---------------------------------
 def rng_key(seed):
     # PRNGKey(seed) of a rule reading random inputs: seed a Python number in [0, 2^32) (a fraction is truncated) or
