@@ -83,8 +83,8 @@ def test_task_defaults(name):
 # ---- every task: finite at init, AdamW lowers the loss ----------------------------------------------
 
 def adamw_probe(task, lr: float, steps: int = 15):
-    """(init valid loss, final valid loss, all train losses finite, param dtypes) for a short AdamW run,
-    as one jitted function so each task costs one compile."""
+    """(init valid loss, final valid loss, all train losses and gradients finite, largest |gradient| at the
+    first step, param dtypes) for a short AdamW run, as one jitted function so each task costs one compile."""
     opt = optax.adamw(lr)
 
     def run(key):
@@ -95,22 +95,26 @@ def adamw_probe(task, lr: float, steps: int = 15):
             params, state = carry
             loss, grads = jax.value_and_grad(task.loss)(params, task.batch(k, "train"))
             updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), loss
+            leaves = jax.tree_util.tree_leaves(grads)
+            finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(g).all() for g in leaves]))
+            largest = jnp.stack([jnp.abs(g).max() for g in leaves]).max()
+            return (optax.apply_updates(params, updates), state), (finite, largest)
 
-        (final, _), losses = jax.lax.scan(step, (params, opt.init(params)),
-                                          jax.random.split(jax.random.fold_in(key, 1), steps))
+        (final, _), (finite, gmax) = jax.lax.scan(step, (params, opt.init(params)),
+                                                  jax.random.split(jax.random.fold_in(key, 1), steps))
         dtypes_ok = all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(params))
-        return task.loss(params, valid), task.loss(final, valid), jnp.isfinite(losses).all(), dtypes_ok
+        return task.loss(params, valid), task.loss(final, valid), finite.all(), gmax[0], dtypes_ok
 
     return quick(run, jax.random.PRNGKey(0))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_finite_at_init_and_adamw_lowers_loss(name):
-    before, after, finite, dtypes_ok = adamw_probe(tasks.get(name), LR.get(name, 1e-2))
+    before, after, finite, first_grad_max, dtypes_ok = adamw_probe(tasks.get(name), LR.get(name, 1e-2))
     assert dtypes_ok
     before, after = _scalar_f32(before), _scalar_f32(after)
     assert np.isfinite(before) and bool(finite)
+    assert float(first_grad_max) > 0, "a zero gradient cannot train"
     if name not in PLATEAU_AT_INIT:
         assert after < before * 0.98, (before, after)
 
