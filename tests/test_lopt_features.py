@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaopt.learned import MLPLOpt, kernels, load_lopt
+from metaopt.learned import HyperLOpt, MLPLOpt, kernels, load_lopt
 from metaopt.learned import torch_kernels
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -151,6 +151,35 @@ def test_torch_port_computes_the_factored_rule():
         for k, p in tparams.items():
             p.grad = torch.tensor(np.asarray(g[k]))
         topt.step()
+    for k, p in tparams.items():
+        np.testing.assert_allclose(p.detach().numpy(), params[k], rtol=1e-5, atol=1e-6)
+
+
+# tensors this large take kernels.leaf_mean_squares' separate statistics pass (rank 1, 2 and 3 leaves)
+LARGE_PARAMS = {"w": jnp.linspace(-1, 1, 256 * 160).reshape(256, 160),
+                "conv": jnp.linspace(0, 2, 2 * 128 * 160).reshape(2, 128, 160), "b": jnp.linspace(-0.5, 0.5, 40000)}
+
+
+@pytest.mark.parametrize("lopt", [MLPLOpt(hidden_size=4, factored=True, nominal=1.0), HyperLOpt(hidden_size=4, lstm_size=8)],
+                         ids=["mlp_factored_nominal", "hyper"])
+def test_torch_port_computes_the_rule_on_large_tensors(lopt):
+    torch = pytest.importorskip("torch")
+    assert min(x.size for x in LARGE_PARAMS.values()) >= kernels.SEPARATE_STATS
+    theta = lopt.init_meta_params(jax.random.PRNGKey(4))
+    opt = lopt.opt(theta)
+    hp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in lopt.hyperparams().items()}
+    tparams = {k: torch.nn.Parameter(torch.tensor(np.asarray(v))) for k, v in LARGE_PARAMS.items()}
+    topt = torch_kernels.LearnedOptimizer(list(tparams.values()), {k: np.array(v) for k, v in theta["params"].items()},
+                                          lopt.name, hp)
+    params, state = LARGE_PARAMS, opt.init(LARGE_PARAMS)
+    update = jax.jit(lambda g, s, p, value: opt.update(g, s, p, value=value))
+    for t in range(2):
+        g = _grads(params, t)
+        u, state = update(g, state, params, jnp.float32(2.0 / (1 + t)))
+        params = jax.tree_util.tree_map(jnp.add, params, u)
+        for k, p in tparams.items():
+            p.grad = torch.tensor(np.asarray(g[k]))
+        topt.step(lambda t=t: torch.tensor(2.0 / (1 + t)))
     for k, p in tparams.items():
         np.testing.assert_allclose(p.detach().numpy(), params[k], rtol=1e-5, atol=1e-6)
 

@@ -122,3 +122,32 @@ def test_unroll_decreases_loss_with_scaled_learned_opt():
     s2, meta, raw = jax.jit(lambda th, st: unroll(lopt, task, th, st, 5, "train", False))(theta, s)
     assert int(s2.t) == 5 and int(s2.trunc) == 1 and np.isfinite(float(meta))
 
+
+
+def test_pes_reset_restarts_both_members_of_a_pair_from_one_fresh_init():
+    """A finished pair restarts, both signs, from fresh_state(key_i) with key_i = split(split(key)[1], N)[i]
+    (the docstring's "the pair restarts from one init") and its ξ is zeroed; unfinished pairs run on."""
+    n, lopt = 6, MLPLOpt(hidden_size=4)
+    task = Task("toy_random_init", init=lambda k: {"w": jax.random.normal(k, (2,))},
+                loss=lambda p, b: 0.5 * jnp.sum((p["w"] - jnp.asarray(TARGET)) ** 2),
+                batch=lambda k, s: jnp.zeros(()))
+    cfg = EstimatorConfig(kind="pes", num_particles=n, sigma=0.05, unroll_length=3, reset_every=2,
+                          log_loss=False, stagger=True)
+    est, theta = make_estimator(lopt, cfg), lopt.init_meta_params(jax.random.PRNGKey(0))
+    state = est.init(task, theta, jax.random.PRNGKey(1))
+    key = jax.random.PRNGKey(2)
+    _, new, metrics = jax.jit(lambda s, k: est.estimate(task, theta, s, k))(state, key)
+    done = np.asarray(state.pos.trunc) + 1 >= cfg.reset_every
+    assert 0 < done.sum() < n and np.isclose(float(metrics["resets"]), done.mean())
+    keys = jax.random.split(jax.random.split(key)[1], n)
+    for i in range(n):
+        pos, neg = (jax.tree_util.tree_map(lambda x: x[i], s) for s in (new.pos, new.neg))
+        if done[i]:
+            want = fresh_state(lopt, task, theta, keys[i])
+            for a, b, c in zip(*(jax.tree_util.tree_leaves(s) for s in (pos, neg, want))):
+                np.testing.assert_array_equal(a, c)
+                np.testing.assert_array_equal(b, c)
+            assert all(np.all(np.asarray(x[i]) == 0) for x in jax.tree_util.tree_leaves(new.accum))
+        else:
+            assert int(pos.trunc) == int(neg.trunc) == int(state.pos.trunc[i]) + 1
+            assert not np.allclose(pos.params["w"], neg.params["w"])     # θ ± ε moved them apart

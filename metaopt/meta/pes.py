@@ -72,6 +72,11 @@ def es_combine(directions, l_pos: jax.Array, l_neg: jax.Array, sigma: float):
     return jax.tree_util.tree_map(lambda d: jnp.tensordot(w, d, axes=1), directions)
 
 
+def _along(done: jax.Array, x: jax.Array) -> jax.Array:
+    """The [N] mask ``done`` shaped to broadcast against an [N, ...] particle-batched array."""
+    return done.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
 @register_estimator
 class PES(GradientEstimator):
     kind = "pes"
@@ -90,11 +95,11 @@ class PES(GradientEstimator):
         pos, neg, l_pos, l_neg, raw = antithetic_unrolls(self, task, theta, eps, state.pos, state.neg)
         grad = es_combine(accum, l_pos, l_neg, sigma)
         keys = jax.random.split(reset_key, n)
-        reset = lambda s, k: self.reset(task, theta, s, k)
-        pos, done = jax.vmap(reset)(pos, keys)
-        neg, _ = jax.vmap(reset)(neg, keys)     # same keys: the pair restarts from one init
-        accum = jax.tree_util.tree_map(
-            lambda a: jnp.where(done.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a), accum)
+        pos, done = jax.vmap(lambda s, k: self.reset(task, theta, s, k))(pos, keys)
+        # the pair restarts from one init: where done, pos now holds that fresh state, so neg takes it
+        # (drawing it again for neg, with the same key, would double the cost of every reset)
+        neg = jax.tree_util.tree_map(lambda p, q: jnp.where(_along(done, p), p, q), pos, neg)
+        accum = jax.tree_util.tree_map(lambda a: jnp.where(_along(done, a), 0.0, a), accum)
         metrics = {"meta_loss": jnp.mean(0.5 * (l_pos + l_neg)), "inner_loss": jnp.mean(raw),
                    "resets": jnp.mean(done.astype(jnp.float32))}
         return grad, PESState(pos, neg, accum), metrics
