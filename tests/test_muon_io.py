@@ -126,12 +126,18 @@ def test_train_passes_the_tasks_io_paths():
     init = task.init(jax.random.split(key, 3)[0])          # what train starts from (no per-run constants)
     ref = optax.contrib.muon(LR, muon_weight_dimension_numbers=routed_dims(init, task.io_paths))   # used as is
     params0 = unnest(init)
-    # one step: the attention key bias's gradient is zero in exact arithmetic (a shift of every logit), so
-    # from step 2 on its orthogonalized rounding noise, which differs between any two implementations, is
-    # what it follows
+    # one step, and without the attention key bias: its gradient is zero in exact arithmetic (it shifts every
+    # logit of a query alike), so its update is Newton-Schulz of rounding noise, O(lr) in size and in a direction
+    # any two implementations (or two XLA emitters for one of them) draw differently
     got, want, no_io = (unnest(train(task, opt, key, 1, 1, learning_rate=LR).params) for opt in
                         (factory, ref, lambda lr: to_optax(library.get("muon"), lr)))
-    assert_matches_reference("train muon io", got, want, params0, TOL)
+    noise_only = [k for k in want if k.endswith("key/bias")]
+    assert noise_only == ["Block_0/SelfAttention_0/key/bias"]
+    drop = lambda tree: {k: v for k, v in tree.items() if k not in noise_only}
+    # 1e-4, not TOL: the bias leaves start at 0, so their error is that of the update itself, five float32
+    # Newton-Schulz iterations of a 2 x 8 matrix (measured 1.6e-5 on the query bias when the two sides are
+    # compiled with different fusions); the io routing this test is about moves the embedding by > 1e-3 (below)
+    assert_matches_reference("train muon io", drop(got), drop(want), drop(params0), 1e-4)
     emb = "Embed_0/embedding"
     assert rel_err(no_io[emb], want[emb]) > 1e-3     # without the task's io paths: Newton-Schulz on it
 
