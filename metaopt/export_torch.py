@@ -16,31 +16,23 @@ them. Random inputs (``noise``, ``h``'s Rademacher signs) are JAX's own draws, r
 objective's (``h``, ``grad_at``) come from ``step``'s closure (metaopt/torch_inputs.py). Speed: constants are
 hoisted out of the parameter loop as Python floats, and fresh temporaries and state buffers are updated in place
 (``lerp_``, ``addcmul_``, ``add_(alpha=)``, ``addcdiv_`` for the final update).
+
+The statement and loop structure lives here (``_Step``); the text of single expressions in
+``export_torch_expr``, the in-place update forms in ``export_torch_inplace``, the optimizer class in
+``export_torch_class`` and the copied runtime helpers in ``export_torch_helpers``.
 """
 from __future__ import annotations
 
-import ast
-import functools
-import importlib.util
-import re
 import textwrap
 
 from metaopt.dsl import inputs, ops
-from metaopt.dsl.program import INPUT_KINDS, Call, Const, Expr, Program, Var, walk
-from metaopt.dsl.validate import expr_kind
-from metaopt.export import _num, _post_order, _predicate, _py_name, program_chain
-from metaopt.export_torch_inplace import DIMS as _DIMS, UNARY as _UNARY, InPlaceForms, paren as _paren
+from metaopt.dsl.program import INPUT_KINDS, Call, Expr, Program, Var
+from metaopt.export import _num, _post_order, _predicate, program_chain
+from metaopt.export_torch_expr import Block as _Block, ExprForms, local_name as _name
+from metaopt.export_torch_helpers import helper_sources
+from metaopt.export_torch_inplace import DIMS as _DIMS, InPlaceForms, paren as _paren
 
 __all__ = ["to_torch_source", "class_name"]
-
-_LOCALS = {"p", "st", "hp", "hp0", "i", "n", "members", "groups", "glob", "torch", "math", "self", "group",
-           "closure", "defaults", "buckets", "prog", "php", "u", "io", "io_params"}
-_HELPER = re.compile(r"\b(_[a-z]\w*)\(")
-
-
-def _name(n: str) -> str:
-    n = _py_name(n)
-    return n + "_" if n in _LOCALS else n
 
 
 def class_name(program: Program) -> str:
@@ -48,20 +40,7 @@ def class_name(program: Program) -> str:
     return "".join(part[:1].upper() + part[1:] for part in program.name.split("_") if part) or "Optimizer"
 
 
-class _Block:
-    """One loop over (group, parameter) — or, with ``top``, code run once — and the header it needs."""
-
-    def __init__(self, top: bool = False):
-        self.top = top
-        self.deps: set[tuple[str, str]] = set()   # ("hp", name) / ("const", python name) the code reads
-        self.hoists: dict[Expr, str] = {}
-        self.hoist_code: list[tuple[str, str, set]] = []
-        self.loads: list[str] = []
-        self.local: dict[str, str] = {}          # DSL per-leaf name -> local python name in this loop body
-        self.body: list[str] = []
-
-
-class _Step(InPlaceForms):
+class _Step(ExprForms, InPlaceForms):
     """Generates ``_<name>_route``, ``_<name>_init``, ``_<name>_init_global`` and ``_<name>_step``."""
 
     def __init__(self, program: Program):
@@ -82,152 +61,6 @@ class _Step(InPlaceForms):
         self.multi = False
         self.drawn = inputs.random_inputs(program.reads())   # noise, h: drawn per parameter before the statements
         self.needs_n = bool(self.drawn)                      # the step defines n (parameters handled)
-
-    # ------------------------------------------------------------------ naming
-    def fresh(self, dsl: str) -> str:
-        self.count += 1
-        return f"{_name(dsl)}__{self.count}"
-
-    def kind(self, e: Expr) -> str:
-        return expr_kind(self.p, e, self.kinds)
-
-    def is_number(self, e: Expr) -> bool:
-        """A constant that is a Python float at run time (does not read ``t``)."""
-        for v in walk(e):
-            if isinstance(v, Var) and (v.name == "t" or self.ssa.get(v.name) in self.tdep):
-                return False
-        return self.kind(e) == "const"
-
-    def note(self, template: str) -> None:
-        self.helpers |= set(_HELPER.findall(template))
-
-    # ------------------------------------------------------------------ constants (Python floats / t-tensors)
-    def const_var(self, name: str, deps: set) -> str:
-        if name in ("t", "loss"):
-            return name
-        if name == "lr" or name in self.hp:
-            deps.add(("hp", name))
-            return _name(name)
-        py = self.ssa[name]
-        deps.add(("const", py))
-        return py
-
-    def rc(self, e: Expr, deps: set) -> tuple[str, int]:
-        if isinstance(e, Const):
-            return _num(e.value), (3 if e.value < 0 else 5)
-        if isinstance(e, Var):
-            return self.const_var(e.name, deps), 5
-        op = ops.get(e.op)
-        args = [self.rc(a, deps) for a in e.args]
-        if op.prefix:
-            return "-" + _paren(*args[0], 3), 3
-        if op.infix:
-            return self.infix_text(op, args), op.prec
-        self.note(op.torch)
-        names = [f"a{k}" for k in range(len(args))]
-        body = op.torch.format(*(f"({n})" if op.py_wrap else n for n in names))
-        return f"_const(lambda {', '.join(names)}: {body}, {', '.join(a for a, _ in args)})", 5
-
-    def infix_text(self, op, args) -> str:
-        (ls, lp), (rs, rp) = args
-        lmin, rmin = (op.prec, op.prec + 1) if op.assoc == "left" else (op.prec + 1, 3)
-        return f"{_paren(ls, lp, lmin)} {'**' if op.symbol == '^' else op.symbol} {_paren(rs, rp, rmin)}"
-
-    def hoist(self, e: Expr, blk: _Block) -> str:
-        if e not in blk.hoists:
-            deps: set = set()
-            code, _ = self.rc(e, deps)
-            name = f"c{len(blk.hoists)}"
-            blk.hoists[e] = name
-            blk.hoist_code.append((name, code, deps))
-        return blk.hoists[e]
-
-    def header(self, blk: _Block, indent: str) -> list[str]:
-        deps = set(blk.deps)
-        for _, _, d in blk.hoist_code:
-            deps |= d
-        need = {py for kind, py in deps if kind == "const"}
-        for py, _, d in reversed(self.const_defs):   # close over const-on-const dependencies
-            if py in need:
-                need |= {x for k, x in d if k == "const"}
-                deps |= d
-        src = "hp0" if blk.top else "hp"
-        out = [f"{indent}{_name(n)} = {src}[{_name(n)!r}]" for n in ["lr"] + self.hp if ("hp", n) in deps]
-        out += [f"{indent}{py} = {code}" for py, code, _ in self.const_defs if py in need]
-        out += [f"{indent}{name} = {code}" for name, code, _ in blk.hoist_code]
-        return out
-
-    # ------------------------------------------------------------------ tensors
-    def leaf_var(self, name: str, blk: _Block) -> str:
-        if name in ("t", "loss"):
-            return name
-        if name == "lr" or name in self.hp:
-            blk.deps.add(("hp", name))
-            return _name(name)
-        if name in blk.local:
-            return blk.local[name]
-        if name == "g":
-            return "g"
-        if name in self.drawn:   # drawn for every parameter before the statements (draws())
-            blk.loads.append(f"{name} = _{name}[i]")
-            blk.local[name] = name
-            return name
-        if name == "w":
-            blk.loads.append("w = p")
-        elif name in self.states and self.states[name].kind != "global":
-            blk.loads.append(f"{_name(name)} = st[{name!r}]")
-        else:
-            py = self.ssa[name]
-            if self.origin[py] == "const":
-                blk.deps.add(("const", py))
-                return py
-            if self.origin[py] == "global":
-                return py
-            blk.loads.append(f"{py} = _{py}[i]")
-            blk.local[name] = py
-            return py
-        blk.local[name] = "w" if name == "w" else _name(name)
-        return blk.local[name]
-
-    def rt(self, e: Expr, blk: _Block) -> tuple[str, int, bool]:
-        """(text, precedence, fresh): ``fresh`` = a new tensor this expression owns (safe to update in place)."""
-        if isinstance(e, Const):
-            return _num(e.value), (3 if e.value < 0 else 5), False
-        if isinstance(e, Var):
-            if self.kinds.get(e.name) == "global" and e.name in self.states:
-                return self.ssa[e.name], 5, False
-            return self.leaf_var(e.name, blk), 5, False
-        k = self.kind(e)
-        if k == "const":
-            return self.hoist(e, blk), 5, False
-        if e in self.gl:
-            return self.gl[e], 5, False
-        op = ops.get(e.op)
-        dims = k in _DIMS
-        if op.name in ("add", "sub"):
-            fused = self.axpy(e, k, blk)
-            if fused:
-                return fused, 5, True
-        args = [self.rt(a, blk) for a in e.args]
-        kinds = [self.kind(a) for a in e.args]
-        method = re.match(r"torch\.(\w+)\(", op.torch)
-        if op.infix or op.prefix:
-            (at, ap, af) = args[0]
-            if af and dims and kinds[0] == k:
-                rest = ", ".join(a for a, _, _ in args[1:])
-                return f"{_paren(at, ap, 5)}.{method[1]}_({rest})", 5, True
-            if op.name in ("add", "mul") and args[1][2] and dims and kinds[1] == k:
-                return f"{_paren(args[1][0], args[1][1], 5)}.{method[1]}_({at})", 5, True
-            if op.prefix:
-                return "-" + _paren(at, ap, 3), 3, True
-            return self.infix_text(op, [(a, p) for a, p, _ in args]), op.prec, True
-        m = _UNARY.fullmatch(op.torch)
-        if m and args[0][2] and dims and kinds[0] == k:
-            return f"{_paren(args[0][0], args[0][1], 5)}.{m[1]}_()", 5, True
-        self.note(op.torch)
-        wrap = op.py_wrap or (0,) * len(args)
-        texts = [_paren(a, p, need) for (a, p, _), need in zip(args, wrap)]
-        return op.torch.format(*texts), op.py_prec, True
 
     # ------------------------------------------------------------------ statements
     def may_alias(self, e: Expr) -> set[str]:
@@ -467,21 +300,7 @@ def to_torch_source(program: Program) -> str:
     chunks = []
     for gen in reversed(gens):
         chunks += ["", ""] + gen.route() + ["", ""] + gen.init() + ["", ""] + gen.step()
-    helpers = {"_const", "_grad"} | set().union(*(g.helpers for g in gens))
-    deps = {"_clip": {"_maximum", "_minimum"}, "_gt": {"_mask"}, "_lt": {"_mask"}, "_ge": {"_mask"},
-            "_le": {"_mask"}, "_row_mean": {"_need_matrix"}, "_col_mean": {"_need_matrix"},
-            "_row_max": {"_need_matrix"}, "_col_max": {"_need_matrix"}, "_grad_at": {"_closure_at"},
-            "_loss_at": {"_closure_at"}}
-    for h in list(helpers):
-        helpers |= deps.get(h, set())
-    if any(h in helpers for h in ("_orthogonalize", "_whiten", "_svd_basis", "_project", "_unproject",
-                                  "_row_normalize", "_col_normalize")):
-        helpers.add("_as_matrix")
-    if any(ops.get(o).sig for q in chain for o in q.ops_used()):   # major/minor ops: tall view, rank mask
-        helpers |= {"_as_matrix", "_tall", "_first_columns", "_sign_fixed"}
-    helper_src = []
-    for module in ("metaopt.torch_runtime", "metaopt.torch_inputs"):   # torch_inputs: random and objective inputs
-        helper_src += [src for name, src in _private_functions(module).items() if name in helpers]
+    helper_src = helper_sources(set().union(*(g.helpers for g in gens)), chain)
     doc = textwrap.indent(str(program).rstrip(), "    ")
     header = (f'"""{program.name}: a torch.optim.Optimizer exported by metaopt from this DSL program '
               f'(needs only torch).\n\n{doc}\n"""\nimport math\n\nimport torch\n\n\n')
@@ -490,18 +309,3 @@ def to_torch_source(program: Program) -> str:
     cls = class_source(program, class_name(program), [q.name for q in chain],
                        [q.name for q in chain if _needs_matrix(q)], reads_loss, objective)
     return header + "\n\n".join(helper_src) + "\n".join(chunks) + "\n\n\n" + cls
-
-
-@functools.lru_cache(maxsize=None)
-def _private_functions(module: str) -> dict[str, str]:
-    """The source of each top-level ``_name`` function of ``module``, in file order, read from its file.
-
-    Read with ``ast`` rather than imported: those modules import torch, and exporting a program (or importing
-    metaopt) must not need the ``torch`` extra (nor pay torch's ~1.5 s import in every worker process).
-    """
-    path = importlib.util.find_spec(module).origin
-    with open(path) as fh:
-        text = fh.read()
-    return {node.name: ast.get_source_segment(text, node) + "\n"
-            for node in ast.parse(text).body
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("_")}

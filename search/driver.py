@@ -26,11 +26,12 @@ island (the oldest leave), queue funnel candidates, checkpoint every ``checkpoin
   failures at ``WORST_FITNESS``; its ``needs_baselines`` attribute, default true, says whether the tuned
   baselines are needed), and :meth:`SearchDriver.add_initial` seeds the population with more programs than
   ``cfg.init``. ``metaopt distill`` uses all three (``metaopt/distill/evolve.py``).
+
+The stages (ingesting results, the queues, the funnel and selection) are in ``search/driver_stages.py``;
+this module holds the setup, the baselines, breeding and the main loop.
 """
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import os
 import time
 from typing import Any, Callable, Optional
@@ -39,9 +40,9 @@ from metaopt.provenance import write_provenance
 from search import programs
 from search.config import is_init_file, read_init_file
 from search.distributed import Job, make_pool
+from search.driver_stages import Pending, StagePipeline
 from search.evolution import Individual, Island, RegularizedEvolution, migrate
-from search.fitness import (WORST_FITNESS, HurdleGate, candidate_fitness, failed_fitness, hurdle_failed_fitness,
-                            references)
+from search.fitness import HurdleGate, references
 from search.judge import baseline_signature, check_encodable, compute_baselines, hurdle_centres, stage_specs
 from search.mutate import default_space, mutate
 from search.state import SearchState
@@ -50,18 +51,7 @@ Callback = Callable[["SearchDriver"], None]
 FitnessFn = Callable[[str, dict, "SearchDriver"], tuple[float, dict]]
 
 
-@dataclasses.dataclass
-class _Pending:
-    """A bred child not yet given its fitness (being judged, or queued for the next stage)."""
-
-    text: str
-    parent: str
-    mutation: str
-    island: int
-    hurdle: Optional[dict] = None      # its hurdle result, once it has passed
-
-
-class SearchDriver:
+class SearchDriver(StagePipeline):
     """Runs (or resumes) one search in ``run_dir``. ``callbacks`` run after every returned batch;
     ``progress`` shows a bar (stderr) for the baseline tuning, which runs before the first callback."""
 
@@ -98,7 +88,7 @@ class SearchDriver:
         self.baselines: dict = {}
         self._references: dict = {}
         self._parsed: dict[str, Any] = {self.init_fp: self.init_program}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, Pending] = {}
         self._full_queue: list[str] = []          # passed the hurdle, waiting for the search stage
         self._funnel_queue: list[str] = []
         self._funnel_pending: set[str] = set()
@@ -183,7 +173,7 @@ class SearchDriver:
                 continue
             if not hurdle and len(texts) >= n:
                 break             # the rest go out with the next batches
-            self._pending[fp] = _Pending(programs.text(prog), "", "init", i)
+            self._pending[fp] = Pending(programs.text(prog), "", "init", i)
             if hurdle:     # it has no parent rate to centre on: straight to the search stage
                 self._full_queue.append(fp)
             else:
@@ -208,7 +198,7 @@ class SearchDriver:
                 continue
             text = programs.text(child)
             self._parsed[fp] = child
-            self._pending[fp] = _Pending(text, parent_fp, kind, i)
+            self._pending[fp] = Pending(text, parent_fp, kind, i)
             texts.append(text)
             keys.append(fp)
             if hurdle:
@@ -217,143 +207,6 @@ class SearchDriver:
         if not texts:
             return None
         return Job(self._next_id(), "hurdle" if hurdle else "search", texts, keys, centres=centres)
-
-    # --- ingesting results ------------------------------------------------------------------------
-    def _cost(self, stage: str, res: dict) -> None:
-        """One candidate's cost at ``stage``: its trainings (tasks x rates x seeds) and worker seconds."""
-        spec = self.specs[stage]
-        rates = len(spec.factors) or len(spec.lr_grid)
-        c = self.state.counters
-        c[f"trainings_{stage}"] += len(spec.tasks) * rates * spec.seeds
-        c[f"seconds_{stage}"] += float(res.get("seconds", 0.0))
-
-    def _fitness(self, stage: str, res: dict) -> tuple[float, dict]:
-        if self.fitness_fn is not None:
-            return self.fitness_fn(stage, res, self)
-        ref = self.reference(stage)
-        return failed_fitness(ref) if res.get("error") else candidate_fitness(res["curves"], ref)
-
-    def _finalize(self, fp: str, fitness: float, scores: dict, res: dict, stage: str) -> None:
-        """``fp`` has its fitness (from ``stage``): record it, add it to its island, maybe funnel it."""
-        st = self.state
-        pend = self._pending.pop(fp)
-        st.counters["evaluations"] += 1
-        # failed: could not run, or diverged at every rate on some task (not merely slow: that scores 1/4)
-        st.counters["failures"] += bool(res.get("error")) or None in res["curves"].values()
-        self.session_evals += 1
-        st.judged[fp] = {"text": pend.text, "fitness": fitness, "scores": scores, "losses": res["losses"],
-                         "lrs": res["lrs"], "error": res.get("error"), "order": st.counters["evaluations"],
-                         "parent": pend.parent, "mutation": pend.mutation, "stage": stage,
-                         "island": pend.island, "hurdle": pend.hurdle}
-        island = self.islands[pend.island]
-        ind = Individual(pend.text, fp, fitness, st.counters["children"])
-        island.evolution.add(ind)
-        island.observe(ind)
-        if stage != "hurdle":
-            bisect.insort(self._sorted, fitness)
-            self._maybe_funnel(fp, fitness)
-        r = self.cfg.restart
-        if r.enabled and island.plateaued(r.plateau):
-            island.reseed(st.counters["children"])
-            st.counters["restarts"] += 1
-            self.log(f"search: island {pend.island} made {r.plateau} evaluations without improving: re-seeded "
-                     f"from its best (fitness {island.best.fitness:.4f}; restart {island.restarts} there)")
-
-    def _ingest_hurdle(self, job: Job, results: list[dict]) -> None:
-        c = self.state.counters
-        for fp, res in zip(job.keys, results):
-            self._cost("hurdle", res)
-            h, scores = self._fitness("hurdle", res)
-            passed, threshold = self.gate.judge(h)
-            c["hurdle_evaluations"] += 1
-            c["hurdle_passed"] += passed
-            # Kept with the program: its rates centre its children's hurdle grids.
-            self._pending[fp].hurdle = {"fitness": h, "scores": scores, "lrs": res["lrs"], "passed": passed,
-                                        "threshold": threshold}
-            if passed:
-                self._full_queue.append(fp)
-            else:
-                self._finalize(fp, hurdle_failed_fitness(h), scores, res, "hurdle")
-
-    def _ingest_search(self, job: Job, results: list[dict]) -> None:
-        for fp, res in zip(job.keys, results):
-            self._cost("search", res)
-            self.state.counters["search_evaluations"] += 1
-            self._finalize(fp, *self._fitness("search", res), res, "search")
-
-    def _in_top(self, fitness: float) -> bool:
-        """In the top ``funnel.fraction`` of every full-stage fitness so far (hurdle failures not counted)."""
-        f, n = self.cfg.funnel, len(self._sorted)
-        return (fitness < WORST_FITNESS and n >= f.min_judged
-                and bisect.bisect_left(self._sorted, fitness) < max(1, f.fraction * n))
-
-    def _maybe_funnel(self, fp: str, fitness: float) -> None:
-        if not self.cfg.funnel.enabled or fp in self.state.funnel:
-            return
-        if fp not in self._funnel_pending and fp not in self._funnel_queue and self._in_top(fitness):
-            self._funnel_queue.append(fp)
-
-    def _ingest_funnel(self, job: Job, results: list[dict]) -> None:
-        for fp, res in zip(job.keys, results):
-            self._cost("funnel", res)
-            self._funnel_pending.discard(fp)
-            fitness, scores = self._fitness("funnel", res)
-            self.state.funnel[fp] = {"fitness": fitness, "scores": scores, "losses": res["losses"], "lrs": res["lrs"],
-                                     "error": res.get("error")}
-            self.state.counters["funnel_evaluations"] += 1
-
-    def _take(self, queue: list[str], stage: str, texts: Callable[[str], str]) -> Job:
-        fps = queue[:self.cfg.batch_size]
-        del queue[:len(fps)]
-        return Job(self._next_id(), stage, [texts(fp) for fp in fps], fps)
-
-    def _next_job(self, spent: bool) -> Job | None:
-        """Funnel batches go out a quarter full: waiting to fill one would push the funnel (and its compile
-        on the worker that takes it) past the end of the budget, where nothing else runs beside it.
-        Search-stage batches go out full (the interpreter pads every call to the batch size) unless the
-        budget is spent or there is nothing new to breed."""
-        b = self.cfg.batch_size
-        # Queued candidates that better ones have since pushed out of the top fraction are not re-judged.
-        self._funnel_queue = [fp for fp in self._funnel_queue if self._in_top(self.state.judged[fp]["fitness"])
-                              or fp in self._selected]
-        if len(self._funnel_queue) >= max(1, b // 4) or (spent and self._funnel_queue):
-            job = self._take(self._funnel_queue, "funnel", lambda fp: self.state.judged[fp]["text"])
-            self._funnel_pending.update(job.keys)
-            return job
-        full = lambda: self._take(self._full_queue, "search", lambda fp: self._pending[fp].text)
-        if len(self._full_queue) >= b or (spent and self._full_queue):
-            return full()
-        job = None if spent else self._breed(self._room())
-        return full() if job is None and self._full_queue else job
-
-    def _select(self) -> bool:
-        """The selection stage: before the run ends, funnel-judge the best search-stage programs that were
-        not, until ``top_programs`` are (only funnel-judged programs are reported best). True if queued."""
-        if not self.cfg.funnel.enabled:
-            return False
-        missing = self.cfg.top_programs - len(self.state.funnel)
-        if missing <= 0:
-            return False
-        best = self.state.unfunneled(missing, exclude=self._funnel_pending)
-        self._funnel_queue += best
-        self._selected.update(best)
-        return bool(best)
-
-    def judge(self, stage: str, texts: list[str]) -> list[tuple[float, dict, dict]]:
-        """(fitness, scores, result) of each program text on ``stage``, judged by this run's pool and fitness
-        in batches of ``batch_size``, outside the evolution (nothing is recorded in the state). For programs
-        made after the search, e.g. refitted ones; call it when no search batch is in flight."""
-        b = self.cfg.batch_size
-        queue = [list(range(i, min(i + b, len(texts)))) for i in range(0, len(texts), b)]
-        out: list = [None] * len(texts)
-        while queue or self.pool.inflight():
-            while queue and self.pool.capacity() > 0:
-                keys = queue.pop(0)
-                self.pool.submit(Job(self._next_id(), stage, [texts[k] for k in keys], keys))
-            for job, results in self.pool.wait():
-                for k, res in zip(job.keys, results):
-                    out[k] = (*self._fitness(stage, res), res)
-        return out
 
     # --- the loop ---------------------------------------------------------------------------------
     def elapsed(self) -> float:
