@@ -128,7 +128,7 @@ def leaf_mean_squares(g: jax.Array, w: jax.Array, momenta: Sequence[jax.Array], 
         g, w, momenta, v, rc = jax.lax.optimization_barrier((g, w, momenta, v, rc))
     ms = [jnp.mean(jnp.square(f)) for f in leaf_features(g, w, momenta, v, rc)]
     if rc:
-        n = len(tensor_features(g, w, momenta, v))   # row and col follow g/√(v̂+ε) (factored_features)
+        n = len(ms) - 3 - len(momenta)   # factored_features: g/√(v̂+ε), row, col, then one per momentum
         ms[n + 1], ms[n + 2] = (jnp.mean(jnp.square(jax.lax.rsqrt(x + EPS))) for x in rc)
     return jnp.stack(ms)
 
