@@ -207,6 +207,50 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.1e}"
 
 
+SCORES = ROOT / "docs" / "baselines" / "heldout-quick" / "run" / "results.json"
+
+
+def heldout_scores(path: Path = SCORES) -> tuple[list[dict], dict]:
+    """(one row per scored optimizer, best first; the run's provenance) from ``metaopt eval``'s results.json.
+    The aggregates are metaopt.scoring's, as the evaluation wrote them: nothing is re-scored here."""
+    if not path.exists():
+        return [], {}
+    run = json.loads(path.read_text())
+    agg = run["aggregate"]
+    rows = [{"program": name, **s} for name, s in agg["summary"].items()]
+    rows.sort(key=lambda r: -r["score"])
+    return rows, {"reference": agg["reference"], "tasks": run["tasks"], "provenance": run["provenance"]}
+
+
+def _verdict(ci: list[float]) -> str:
+    """Against the reference (score 1): an interval that contains 1 is a tie."""
+    return "above" if ci[0] > 1 else "below" if ci[1] < 1 else "tie"
+
+
+def render_scores(rows: list[dict], run: dict) -> list[str]:
+    if not rows:
+        return []
+    prov = run["provenance"]
+    lines = ["", f"## Scores on `heldout-quick` ({len(rows)} programs)", "",
+             f"The fair protocol of docs/baselines/README.md on the {len(run['tasks'])} `heldout-quick` workloads: "
+             "per task the learning rate tuned on a 9-point grid 3x apart (median of 2 tuning seeds), then 3 fresh "
+             f"seeds; the score is the time-to-result speedup over tuned {run['reference']}, clipped to [1/4, 4], "
+             "geometric mean over tasks with a bootstrap 90% interval. \"vs ref\" is *tie* when the interval "
+             "contains 1; win/tie/loss counts tasks whose seed ranges separate. Read from "
+             f"`{SCORES.relative_to(ROOT)}` (run started {prov['started'][:10]}; per-task figures in "
+             "docs/baselines/heldout-quick.md and the run's summary.md). Higher is better.",
+             "",
+             "| rank | program | speedup geomean [90% CI] | vs ref | loss ratio geomean [90% CI] | win/tie/loss | "
+             "reached target | failed cells |",
+             "|---:|---|---:|---|---:|---:|---:|---:|"]
+    for i, r in enumerate(rows, 1):
+        ci, lci = r["score_ci"], r["loss_ratio_ci"]
+        lines.append(f"| {i} | {r['program']} | {r['score']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {_verdict(ci)} | "
+                     f"{r['loss_ratio']:.3f} [{lci[0]:.3f}, {lci[1]:.3f}] | {r['win']}/{r['tie']}/{r['loss']} | "
+                     f"{r['reached_target']}/{r['tasks']} | {r['failed']} |")
+    return lines
+
+
 def render(programs: list[dict], meta: dict) -> str:
     covered = catalog.covered_rows([p["program"] for p in programs])
     lines = [
@@ -236,6 +280,7 @@ def render(programs: list[dict], meta: dict) -> str:
         err = _fmt(p["worst_error"]) + ("" if p["ok"] else " **FAIL**")
         lines.append(f"| {p['program']} | {cat} | {p['kinds']} | {p['paper'][:90]} | {ref} | {p['cases']} | "
                      f"{err} {p['precision']} |")
+    lines += render_scores(*heldout_scores())
     missing = [r for r in catalog.ROWS if r not in covered]
     lines += ["", f"## Catalog rows not covered ({len(missing)} of {len(catalog.ROWS)})", "",
               "| row | rule | class | reason |", "|---|---|---|---|"]
