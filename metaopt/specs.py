@@ -9,7 +9,9 @@ Accepted forms (``resolve`` raises :class:`SpecError` listing them, with close l
                                                           multiplier, 1.0 = the meta-trained step
 
 Any form may end in keyword arguments, e.g. ``adamw(b1=0.95, wd=0.1)`` or ``optax:sgd(momentum=0.9)``;
-the special keyword ``lr`` moves the centre of the tuning grid instead of being passed on.
+the special keyword ``lr`` moves the centre of the tuning grid instead of being passed on, and ``tune=False``
+runs at that rate with no grid at all (``adam(lr=1e-3, tune=False)``; ``lopt:PATH(tune=False)`` is the
+learned optimizer's own step, multiplier 1.0): the "no tuning" rows of a table.
 
 :func:`check` validates a spec the way :func:`resolve` does, without loading learned-optimizer
 checkpoints: configs call it at load time, so a misspelled name fails before any work starts.
@@ -68,6 +70,7 @@ class OptimizerSpec:
     default_lr: float                # centre of the learning-rate grid
     kind: str = "library"            # library | file | optax | lopt | custom
     hyperparams: tuple[tuple[str, Any], ...] = ()
+    tune: bool = True                # False: train at default_lr only, no learning-rate grid
 
     def __repr__(self) -> str:
         return f"OptimizerSpec({self.name!r}, kind={self.kind}, default_lr={self.default_lr:g})"
@@ -108,6 +111,9 @@ def resolve(spec: str | OptimizerSpec) -> OptimizerSpec:
         raise SpecError(_unknown(repr(spec)))
     head, kwargs = split_kwargs(spec)
     lr_centre = kwargs.pop("lr", None)
+    tune = kwargs.pop("tune", True)
+    if not isinstance(tune, bool):
+        raise SpecError(f"{spec!r}: tune must be True or False, got {tune!r}")
     if head.startswith("optax:"):
         out = _optax_spec(spec, head[len("optax:"):], kwargs)
     elif head.startswith("lopt:"):
@@ -118,7 +124,7 @@ def resolve(spec: str | OptimizerSpec) -> OptimizerSpec:
         out = _library_spec(spec, head, kwargs)
     if lr_centre is not None:
         out = dataclasses.replace(out, default_lr=float(lr_centre))
-    return out
+    return out if tune else dataclasses.replace(out, tune=False)
 
 
 def _optax_spec(spec: str, name: str, kwargs: dict) -> OptimizerSpec:

@@ -15,7 +15,8 @@ divergences and a performance profile (metaopt/scoring.py defines them), under -
 Re-running with the same --out skips finished cells.
 
 OPTIMIZER: a library name (adamw), a program file (rule.opt), optax:NAME, or lopt:PATH; any of them
-may take keyword hyperparameters, e.g. 'adamw(b1=0.95)'; lr=X moves the grid centre."""
+may take keyword hyperparameters, e.g. 'adamw(b1=0.95)'; lr=X moves the grid centre, and tune=False runs
+at that rate alone, untuned ('adam(lr=1e-3, tune=False)', 'lopt:DIR(tune=False)' = multiplier 1.0)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", help="task suite (default: heldout)")
     p.add_argument("--tasks", help="comma-separated subset of tasks (any registered task names)")
     p.add_argument("--steps", type=int, help="training steps per run (default: each task's own)")
+    p.add_argument("--horizon", type=float, help="train the fresh seeds this many times each task's horizon "
+                   "(default 1; the reference too)")
+    p.add_argument("--tune-horizon", type=float, help="tune on this multiple of the horizon (default: --horizon)")
     p.add_argument("--seeds", type=int, help="seeds at the tuned rate (default 3, at least 3)")
     p.add_argument("--tune-seeds", type=int, help="seeds per grid point while tuning (default 2, at least 2; the median decides)")
     p.add_argument("--grid-points", type=int, help="initial grid points (default 9, at least 9)")
@@ -43,6 +47,7 @@ def build_config(args: argparse.Namespace):
 
     overrides = {
         "optimizers": list(args.optimizers) or None, "suite": args.suite, "steps": args.steps,
+        "horizon": args.horizon, "tune_horizon": args.tune_horizon,
         "tasks": [t for t in args.tasks.split(",") if t] if args.tasks else None, "seeds": args.seeds,
         "tune_seeds": args.tune_seeds, "grid_points": args.grid_points, "reference": args.reference,
         "out": args.out, "address": args.address, "num_cpus": args.num_cpus,

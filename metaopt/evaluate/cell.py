@@ -29,9 +29,11 @@ from metaopt.evaluate.config import EvalConfig
 FINAL_SEED_OFFSET = 1000   # final seeds are 1000, 1001, ...; tuning seeds are 0, 1, ...
 
 
-def horizon(task: Any, cfg: EvalConfig) -> tuple[int, int]:
-    """(steps, eval_every) for ``task``: the config's, else the task's own; eval_every divides steps."""
-    steps = cfg.steps or task.steps
+def horizon(task: Any, cfg: EvalConfig, tuning: bool = False) -> tuple[int, int]:
+    """(steps, eval_every) for ``task``'s fresh seeds (``tuning``: its grid): the config's steps, else the
+    task's own, times ``cfg.horizon`` (``cfg.tune_horizon``); eval_every divides steps."""
+    mult = cfg.tune_horizon if tuning and cfg.tune_horizon is not None else cfg.horizon
+    steps = max(1, round((cfg.steps or task.steps) * mult))
     every = min(cfg.eval_every or task.eval_every, steps)
     while steps % every:   # the largest interval <= the requested one that divides the horizon
         every -= 1
@@ -77,10 +79,22 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
     """Tune and evaluate ``spec`` (an OptimizerSpec) on ``task`` (a Task); returns the cell's JSON record."""
     t0 = time.time()
     steps, every = horizon(task, cfg)
+    tune_steps, tune_every = horizon(task, cfg, tuning=True)
     eval_steps = list(range(0, steps + 1, every))
     tune_seeds = list(range(cfg.tune_seeds))
-    run = runner_factory(task, spec, steps, every,
-                         cfg.grid_points * cfg.tune_seeds if cfg.single_compile else None)
+    tuned = getattr(spec, "tune", True)
+    runners = []
+
+    def runner(n_steps: int, n_every: int, batch: int) -> BatchRunner:
+        for r in runners:   # one runner (one compile) per horizon
+            if (r.steps, r.every) == (n_steps, n_every):
+                return r
+        r = runner_factory(task, spec, n_steps, n_every, batch if cfg.single_compile else None)
+        r.steps, r.every = n_steps, n_every
+        runners.append(r)
+        return r
+
+    run = runner(tune_steps, tune_every, cfg.grid_points * cfg.tune_seeds)
     grid: dict[float, dict] = {}
     diverged_runs = 0
     initial = []
@@ -99,9 +113,12 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
             grid[lr] = {"lr": lr, "median_loss": float(medians[i]), "finals": curves[rows, -1].tolist(),
                         "diverged": int(div[rows].sum())}
 
-    evaluate(grid_mod.log_grid(spec.default_lr, cfg.grid_points, cfg.grid_factor))
     widened: list[str] = []
-    while True:
+    if tuned:
+        evaluate(grid_mod.log_grid(spec.default_lr, cfg.grid_points, cfg.grid_factor))
+    else:   # ``tune=False`` in the spec: its own rate (a learned optimizer's multiplier 1.0), no grid at all
+        grid[spec.default_lr] = {"lr": spec.default_lr, "median_loss": 0.0, "finals": [], "diverged": 0}
+    while tuned:
         ordered = sorted(grid)
         side = grid_mod.edge_to_widen([grid[lr]["median_loss"] for lr in ordered])
         if side is None or len(widened) >= cfg.max_widen:
@@ -114,8 +131,9 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
     best = grid_mod.best_index(losses)
     record = {
         "optimizer": spec.name, "task": task.name, "steps": steps, "eval_every": every,
-        "eval_steps": eval_steps, "protocol": cfg.protocol_hash(steps), "default_lr": spec.default_lr,
-        "widened": widened, "grid": [_clean_grid(grid[lr]) for lr in ordered],
+        "eval_steps": eval_steps, "protocol": cfg.protocol_hash(steps, tune_steps), "default_lr": spec.default_lr,
+        "tuned": tuned, "tune_steps": tune_steps if tuned else None,
+        "widened": widened, "grid": [_clean_grid(grid[lr]) for lr in ordered] if tuned else [],
         "initial_loss": metrics.finite_or_none(float(np.nanmean(initial))) if initial else None,
     }
     if best is None:   # every rate diverged even after widening downwards: a failed cell, not an error
@@ -123,13 +141,14 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
     else:
         best_lr = ordered[best]
         record["best_lr"] = best_lr
-        record["at_edge"] = grid_mod.edge_to_widen(losses) is not None
+        record["at_edge"] = tuned and grid_mod.edge_to_widen(losses) is not None
         final_seeds = [FINAL_SEED_OFFSET + i for i in range(cfg.seeds)]
-        curves = run([(best_lr, s) for s in final_seeds])
+        curves = runner(steps, every, cfg.seeds)([(best_lr, s) for s in final_seeds])
         div = metrics.diverged(curves, cfg.divergence_factor)
         diverged_runs += int(div.sum())
         record["final"] = _final_record(curves, div, eval_steps, final_seeds)
-    record.update(diverged_runs=diverged_runs, runs=run.runs, compiles=run.compiles,
+    record.update(diverged_runs=diverged_runs, runs=sum(r.runs for r in runners),
+                  compiles=sum(r.compiles for r in runners),
                   seconds=round(time.time() - t0, 3))
     return record
 

@@ -45,13 +45,18 @@ def check_reference(field: str, reference: str) -> None:
 class EvalConfig:
     """Everything that decides what an evaluation computes (and so whether a saved cell can be reused).
 
-    ``steps=None`` trains each task for its own default horizon (``Task.steps``).
+    ``steps=None`` trains each task for its own default horizon (``Task.steps``). ``horizon`` stretches it
+    for the fresh seeds (2.0: twice each task's horizon, the reference's too); ``tune_horizon`` is the
+    tuning grid's multiplier, ``None`` = ``horizon`` (tuned where it is judged). ``tune_horizon=1.0`` with
+    ``horizon=4.0`` asks "tuned on the usual horizon, does it hold up 4x longer?" at a third of the cost.
     """
 
     optimizers: list[str] = dataclasses.field(default_factory=list)
     suite: str = "heldout"
     tasks: Optional[list[str]] = None        # a subset of the suite's tasks (or any registered tasks)
     steps: Optional[int] = None
+    horizon: float = 1.0                     # the fresh seeds' horizon, x steps (or x the task's own)
+    tune_horizon: Optional[float] = None     # the tuning grid's, likewise; None = horizon
     eval_every: Optional[int] = None         # None: the task's own interval (adjusted to divide steps)
     seeds: int = 3                           # final runs at the tuned rate
     tune_seeds: int = 2                      # runs per grid point while tuning (>= 2; the median decides)
@@ -77,6 +82,10 @@ class EvalConfig:
         if self.seeds < 3:
             raise FieldError("seeds", f"must be >= 3, got {self.seeds}")
         at_least("steps", self.steps, 1)
+        for key in ("horizon", "tune_horizon"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise FieldError(key, f"must be > 0 (a multiple of each task's horizon), got {value}")
         at_least("eval_every", self.eval_every, 1)
         at_least("max_widen", self.max_widen, 0)
         if not self.divergence_factor > 1.0:
@@ -91,8 +100,13 @@ class EvalConfig:
         """The settings a single cell's result depends on (the resume check compares these)."""
         keys = ("eval_every", "seeds", "tune_seeds", "grid_points", "grid_factor", "max_widen",
                 "divergence_factor")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        if self.tune_horizon not in (None, self.horizon):   # only when it departs: older cells keep their hash
+            out["tune_horizon"] = self.tune_horizon
+        return out
 
-    def protocol_hash(self, steps: int) -> str:
-        blob = json.dumps({**self.protocol(), "steps": steps}, sort_keys=True)
+    def protocol_hash(self, steps: int, tune_steps: Optional[int] = None) -> str:
+        """``steps``: the fresh seeds' horizon; ``tune_steps`` the grid's, when it differs."""
+        extra = {"tune_steps": tune_steps} if tune_steps not in (None, steps) else {}
+        blob = json.dumps({**self.protocol(), "steps": steps, **extra}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -100,7 +100,7 @@ def evaluate(cfg: EvalConfig, specs: Optional[Sequence[Any]] = None, task_objs: 
     digests = {spec.name: store.optimizer_digest(spec.name) for spec in resolved}
     for spec, ship_spec in zip(resolved, ship):
         for task in task_list:
-            protocol = cfg.protocol_hash(horizon(task, cfg)[0])
+            protocol = cfg.protocol_hash(horizon(task, cfg)[0], horizon(task, cfg, tuning=True)[0])
             saved = store.load_cell(out, spec.name, task.name, protocol, digests[spec.name])
             if saved is not None:
                 cells[(spec.name, task.name)] = saved
