@@ -1,0 +1,338 @@
+"""Search end to end: first-stage candidates judged per CPU-second by a real ``metaopt search``, next to
+the batched interpreter's ceiling on the same first-stage (hurdle) tasks.
+
+*Real search.* ``metaopt search --config configs/search/quick.yaml --init adamw --no-heldout --no-polish
+--no-progress`` runs as a subprocess on a copy of the config whose search-loop budget is ``--seconds``
+(``budget.evaluations`` made unreachable); everything else (driver, Ray workers, hurdle stage, fingerprint
+cache, search and funnel stages) is the config's. The CPU counted is user + system time (``/proc/PID/stat``
+utime + stime, every thread) of the ``metaopt`` process and of *every* descendant: Ray's gcs_server, raylet,
+dashboard, agents and worker actors. The tree is sampled every ``SAMPLE_S`` seconds and at every log line,
+keeping the last value seen per process (keyed by pid and start time, followed even when re-parented), so a
+process that exits between samples loses at most its last ``SAMPLE_S``. This process makes itself the child
+subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``), so orphaned descendants stay in the tree and are reaped here.
+``getrusage(RUSAGE_CHILDREN)`` (descendants reaped up a chain of waits to this process) is printed beside the
+sampled total as a lower bound only: Ray's processes reap some of their own children outside that chain
+(checked: a one-task ``ray.init``/``ray.shutdown`` gave 11.5 CPU s sampled, 6.9 s by rusage). Windows:
+
+* ``total`` — the whole command: Ray start-up, the baseline tuning, the loop, export, shutdown;
+* ``loop`` — from the ``search: baselines done`` log line to the loop's last ``search: N evaluations`` line
+  (the window ``budget.seconds`` bounds; its compiles, the search and funnel stages and the drain included);
+* ``steady`` — between the loop's first and last checkpoint lines (every ``checkpoint_every`` evaluations):
+  the loop with its first compiles left out.
+
+First-stage candidates are the children judged by the hurdle (``hurdle_evaluations`` in ``summary.json``;
+cache hits never reach it), in each window read off the log lines.
+
+*Ceiling.* In a fresh subprocess, ``metaopt.interpret.PopulationTrainer`` on the hurdle's tasks with the
+hurdle's steps, eval interval, seeds and 3 rates (``grid_factors`` x 1e-3), ``max_len`` / ``n_registers`` of
+the config, on a population of the library programs the interpreter can encode (cycled), at the hurdle's
+batch shapes (``search.judge.hurdle_sizes(batch_size)``) and at ``BIG``: compile once, time a second call,
+per task; a candidate is all of its hurdle trainings (tasks x rates x seeds). CPU there is that process's
+``getrusage(RUSAGE_SELF)``.
+
+Ratio = search first-stage candidates per CPU-second / ceiling candidates per CPU-second at the search's own
+``batch_size`` (issue 14's target: >= 0.5); also against the best ceiling size. Prints a table, writes
+benchmarks/results/search_end_to_end.json; the last line is ``search_end_to_end: key=value ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CONFIG = ROOT / "configs" / "search" / "quick.yaml"
+SAMPLE_S = 0.25
+MIN_CPU_S = 1.0          # the ceiling repeats each timed call until it has used this much CPU
+BIG = 64
+CENTRE = 1e-3
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STAGE_LINE = re.compile(r"^search: (\d+) evaluations;(?:.*?hurdle (\d+) \()?")
+
+
+# --- CPU of a process tree from /proc -------------------------------------------------------------
+def proc_stat(pid: int) -> tuple[int, int, int, str] | None:
+    """``(ppid, start time, utime + stime, state)`` of ``pid`` (times in clock ticks, all its threads; state
+    ``"Z"``: exited, not yet reaped), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the fields after the last ')' are plain.
+    rest = raw[raw.rindex(")") + 2:].split()
+    return int(rest[1]), int(rest[19]), int(rest[11]) + int(rest[12]), rest[0]   # fields 4, 22, 14+15, 3
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper (prctl PR_SET_CHILD_SUBREAPER, Linux >= 3.4): a descendant
+    orphaned by a double fork is re-parented here, not to init, so the tree keeps it and reaping it adds it
+    to ``RUSAGE_CHILDREN``. False where prctl is unavailable."""
+    import ctypes
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class TreeCPU:
+    """CPU seconds of ``root`` and all its descendants, living or dead (see the module docstring).
+    Processes re-parented to this one (its subreaper orphans; ``root`` excepted) count too, and are reaped
+    once their final figures are read, so ``RUSAGE_CHILDREN`` includes them."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.last: dict[tuple[int, int], int] = {}    # (pid, start time) -> last utime + stime seen
+
+    def sample(self) -> float:
+        stats, children = {}, {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                st = proc_stat(int(name))
+                if st is not None:
+                    stats[int(name)] = st
+                    children.setdefault(st[0], []).append(int(name))
+        # Roots: the tree's top and every process seen before and still alive (a daemon that outlived its
+        # parent is re-parented to init but is still ours); the start time tells a reused pid apart.
+        me = os.getpid()
+        todo = [self.root] + [p for p, start in self.last if p in stats and stats[p][1] == start]
+        todo += [p for p in children.get(me, []) if p != self.root]
+        seen = set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen or pid not in stats:
+                continue
+            seen.add(pid)
+            self.last[(pid, stats[pid][1])] = stats[pid][2]
+            todo += children.get(pid, [])
+        for pid in children.get(me, []):
+            # An adopted orphan that had exited when read (so its figures above are final): reap it.
+            if pid != self.root and stats[pid][3] == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        return self.seconds()
+
+    def seconds(self) -> float:
+        return sum(self.last.values()) / CLK_TCK
+
+    def alive(self) -> list[int]:
+        return [p for p, start in self.last if (st := proc_stat(p)) is not None and st[1] == start]
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+# --- the real search -------------------------------------------------------------------------------
+def write_config(seconds: float, path: Path) -> dict:
+    import yaml
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["budget"] = {"seconds": seconds, "evaluations": 10 ** 9}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
+
+
+def run_search(seconds: float, work: Path) -> dict:
+    """Run the search, sampling its process tree's CPU; returns the windows, the counters and the log."""
+    cfg_path, out = work / "quick_budget.yaml", work / "run"
+    write_config(seconds, cfg_path)
+    cmd = [str(ROOT / ".venv" / "bin" / "metaopt"), "search", "--config", str(cfg_path), "--init", "adamw",
+           "--no-heldout", "--no-polish", "--no-progress", "--out", str(out)]
+    subreaper = become_subreaper()
+    rusage0, t0 = children_cpu(), time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    tree = TreeCPU(proc.pid)
+    marks: list[tuple[float, float, str]] = []          # (wall s, tree CPU s, line) at every log line
+    buf, log = b"", []
+    try:
+        while True:
+            ready, _, _ = select.select([proc.stdout], [], [], SAMPLE_S)
+            chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+            cpu, now = tree.sample(), time.monotonic() - t0
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                log.append(text)
+                marks.append((now, cpu, text))
+            if ready and not chunk:                     # EOF: the command is done
+                break
+        proc.wait()
+        wall = time.monotonic() - t0
+        # Ray's processes may outlive the command by a moment: keep sampling them, then stop stragglers.
+        deadline = time.monotonic() + 15
+        while tree.alive() and time.monotonic() < deadline:
+            tree.sample()
+            time.sleep(SAMPLE_S)
+        stragglers = tree.alive()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+    for pid in stragglers:                              # processes this benchmark started, by id
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+    (work / "search.log").write_text("\n".join(log))
+    if proc.returncode:
+        print("\n".join(log[-40:]))
+        raise SystemExit(f"metaopt search failed (exit {proc.returncode}); log in {work / 'search.log'}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"command": " ".join(cmd), "wall_s": wall, "cpu_s": tree.seconds(),
+            "rusage_children_cpu_s": children_cpu() - rusage0, "processes": len(tree.last), "subreaper": subreaper,
+            "stragglers_terminated": len(stragglers), "windows": windows(marks, summary), "summary": {
+                k: summary[k] for k in ("counters", "cache_hit_rate", "elapsed_s", "evaluations_per_s")}}
+
+
+def windows(marks: list[tuple[float, float, str]], summary: dict) -> dict:
+    """The ``loop`` and ``steady`` windows (see the module docstring): wall and CPU seconds and hurdle
+    candidates in each."""
+    start = next((i for i, m in enumerate(marks) if m[2].startswith("search: baselines done")), None)
+    end = next((i for i, m in enumerate(marks) if m[2].startswith("# Search summary")), len(marks))
+    if start is None:
+        raise SystemExit("no 'search: baselines done' line in the search's log: cannot find the loop")
+    stage = [(m, STAGE_LINE.match(m[2])) for m in marks[start:end]]
+    stage = [(m, int(g.group(2) or 0)) for m, g in stage if g]
+    if not stage:
+        raise SystemExit("no 'search: N evaluations' line after the baselines: the loop judged nothing")
+    c = summary["counters"]
+    out = {"loop": {"wall_s": stage[-1][0][0] - marks[start][0], "cpu_s": stage[-1][0][1] - marks[start][1],
+                    "hurdle": stage[-1][1], "hurdle_total": c["hurdle_evaluations"]}}
+    if len(stage) >= 3:   # first and last checkpoint lines; the very last line is the loop's end
+        (a, ha), (b, hb) = stage[0], stage[-2]
+        out["steady"] = {"wall_s": b[0] - a[0], "cpu_s": b[1] - a[1], "hurdle": hb - ha}
+    return out
+
+
+# --- the interpreter's ceiling ---------------------------------------------------------------------
+def ceiling(config: str) -> dict:
+    """Run in a fresh subprocess: the hurdle stage's interpreter calls, alone, at each batch size."""
+    import jax
+    import jax.numpy as jnp
+
+    import tasks as task_registry
+    from metaopt import library
+    from metaopt.interpret import EncodingError, PopulationTrainer, encode, stack
+    from search.config import load_search_config
+    from search.judge import hurdle_sizes, stage_specs
+
+    cfg = load_search_config(config)
+    spec = stage_specs(cfg)["hurdle"]
+    encs, names = [], []
+    for n in library.names():
+        try:
+            encs.append(encode(library.get(n), cfg.max_len, cfg.n_registers))
+            names.append(n)
+        except EncodingError:
+            pass
+    lrs = jnp.array([CENTRE * f for f in spec.factors], jnp.float32)
+    cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    rows = []
+    for size in sorted(set(hurdle_sizes(cfg.batch_size)) | {BIG}):
+        pop = stack([encs[i % len(encs)] for i in range(size)])
+        row = {"population": size, "cpu_s": 0.0, "run_s": 0.0, "compile_s": 0.0}
+        for name, steps, every in zip(spec.tasks, spec.steps, spec.eval_every):
+            trainer = PopulationTrainer(task_registry.get(name), cfg.max_len, cfg.n_registers, steps, every)
+            t0 = time.perf_counter()
+            jax.block_until_ready(trainer(pop, lrs, jax.random.PRNGKey(0), spec.seeds))
+            first = time.perf_counter() - t0
+            # Repeated until MIN_CPU_S: one call at P=4 takes milliseconds, below the clock's resolution.
+            t0, c0, calls = time.perf_counter(), cpu(), 0
+            while calls < 3 or cpu() - c0 < MIN_CPU_S:
+                calls += 1
+                jax.block_until_ready(trainer(pop, lrs, jax.random.PRNGKey(calls), spec.seeds))
+            run = (time.perf_counter() - t0) / calls
+            row["cpu_s"] += (cpu() - c0) / calls
+            row["run_s"] += run
+            row["compile_s"] += first - run
+        row["candidates_per_cpu_s"] = size / row["cpu_s"]
+        row["candidates_per_s"] = size / row["run_s"]
+        rows.append(row)
+    return {"tasks": list(spec.tasks), "min_cpu_s_per_timing": MIN_CPU_S, "steps": list(spec.steps), "eval_every": list(spec.eval_every),
+            "seeds": spec.seeds, "rates": [float(x) for x in lrs], "max_len": cfg.max_len,
+            "n_registers": cfg.n_registers, "batch_size": cfg.batch_size, "programs": names,
+            "trainings_per_candidate": len(spec.tasks) * len(spec.factors) * spec.seeds, "sizes": rows}
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--ceiling":
+        print(json.dumps(ceiling(sys.argv[2])))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=240.0, help="search-loop budget (budget.seconds)")
+    args = ap.parse_args()
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="search_e2e_") as tmp:
+        work = Path(tmp)
+        print(f"search: {CONFIG.relative_to(ROOT)}, --init adamw, loop budget {args.seconds:.0f} s, "
+              f"{os.cpu_count()} CPUs, load average {load0[0]:.1f}")
+        search = run_search(args.seconds, work)
+        out = subprocess.run([sys.executable, __file__, "--ceiling", str(work / "quick_budget.yaml")],
+                             capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            print(out.stderr[-2000:])
+            raise SystemExit("ceiling subprocess failed")
+        ceil = json.loads(out.stdout.strip().splitlines()[-1])
+    load1 = os.getloadavg()
+    c, w = search["summary"]["counters"], search["windows"]
+    rows = [("total", search["wall_s"], search["cpu_s"], c["hurdle_evaluations"])]
+    rows += [(k, v["wall_s"], v["cpu_s"], v["hurdle"]) for k, v in w.items() if k in ("loop", "steady")]
+    print(f"search counters: hurdle {c['hurdle_evaluations']} ({c['hurdle_passed']} passed), search stage "
+          f"{c['search_evaluations']}, funnel {c['funnel_evaluations']}, cache hits {c['cache_hits']} of "
+          f"{c['children']} children; worker s hurdle {c['seconds_hurdle']:.0f} / search {c['seconds_search']:.0f}"
+          f" / funnel {c['seconds_funnel']:.0f} (hurdle {c['seconds_hurdle'] / max(c['hurdle_evaluations'], 1):.3f} "
+          f"worker s per candidate); loop elapsed {search['summary']['elapsed_s']:.0f} s")
+    print(f"process tree: {search['processes']} processes, {search['cpu_s']:.1f} CPU s sampled, "
+          f"{search['rusage_children_cpu_s']:.1f} CPU s by getrusage(RUSAGE_CHILDREN) (a lower bound)")
+    print(f"{'window':>8} {'wall s':>8} {'cpu s':>8} {'hurdle cands':>13} {'per cpu-s':>10} {'per wall-s':>11} "
+          f"{'per hour':>9}")
+    for name, wall, cpu, n in rows:
+        print(f"{name:>8} {wall:>8.1f} {cpu:>8.1f} {n:>13} {n / cpu:>10.3f} {n / wall:>11.3f} {3600 * n / wall:>9.0f}")
+    print(f"ceiling: PopulationTrainer on {', '.join(ceil['tasks'])} ({ceil['steps'][0]} steps, "
+          f"{len(ceil['rates'])} rates, {ceil['seeds']} seed(s) = {ceil['trainings_per_candidate']} trainings "
+          f"per candidate), {len(ceil['programs'])} library programs cycled")
+    print(f"{'P':>5} {'run s':>8} {'compile s':>10} {'cpu s':>8} {'cands/cpu-s':>12} {'cands/s':>9}   (per call, "
+          f"both tasks)")
+    for r in ceil["sizes"]:
+        print(f"{r['population']:>5} {r['run_s']:>8.4f} {r['compile_s']:>10.2f} {r['cpu_s']:>8.4f} "
+              f"{r['candidates_per_cpu_s']:>12.1f} {r['candidates_per_s']:>9.1f}")
+    own = next(r for r in ceil["sizes"] if r["population"] == ceil["batch_size"])
+    best = max(ceil["sizes"], key=lambda r: r["candidates_per_cpu_s"])
+    rate = {k: v["hurdle"] / v["cpu_s"] if v["cpu_s"] else 0.0 for k, v in w.items()}
+    rate["total"] = c["hurdle_evaluations"] / search["cpu_s"]
+    ratio = {k: v / own["candidates_per_cpu_s"] for k, v in rate.items()}
+    print(f"ratio (search / ceiling at P={own['population']}): " + ", ".join(f"{k} {v:.4f}" for k, v in ratio.items())
+          + f"; against the best size P={best['population']}: loop "
+          f"{rate['loop'] / best['candidates_per_cpu_s']:.4f}")
+    print(f"load average {load0[0]:.1f} -> {load1[0]:.1f}: wall-clock rates swing with other jobs; per-CPU-second "
+          f"rates much less")
+    result = {"config": str(CONFIG.relative_to(ROOT)), "loop_budget_s": args.seconds, "search": search,
+              "ceiling": ceil, "rates_per_cpu_s": rate, "ratio_vs_own_batch": ratio,
+              "ratio_vs_best_size": {k: v / best["candidates_per_cpu_s"] for k, v in rate.items()},
+              "steady_or_loop": "steady" if "steady" in w else "loop", "load_average": [load0, load1]}
+    path = ROOT / "benchmarks" / "results" / "search_end_to_end.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    key = "steady" if "steady" in w else "loop"
+    print(f"search_end_to_end: search_candidates_per_cpu_s={rate['loop']:.3f} "
+          f"ceiling_candidates_per_cpu_s={own['candidates_per_cpu_s']:.1f} ratio={ratio['loop']:.4f} "
+          f"{key}_ratio={ratio[key]:.4f} candidates_per_hour_wall={3600 * w['loop']['hurdle'] / w['loop']['wall_s']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
