@@ -41,9 +41,12 @@ def best_over_grid(curves: np.ndarray, lr_grid: Sequence[float]) -> tuple[np.nda
     """``[P, L, S, T]`` curves -> (tuning loss ``[P]``, its rate ``[P]``, seed curves at it ``[P, S, T]``).
 
     The rate is the one of lowest ``scoring.tuning_losses`` (ties: the earlier rate of ``lr_grid``); NaN
-    everywhere for a program that diverged at every rate.
+    everywhere for a program that diverged at every rate. ``lr_grid``: ``[L]``, or ``[P, L]`` with each
+    program's own grid.
     """
     curves = np.asarray(curves, np.float64)
+    grid = np.asarray(lr_grid, np.float64)
+    grid = np.broadcast_to(grid, (len(curves), grid.shape[-1])) if grid.ndim == 1 else grid
     losses = scoring.tuning_losses(curves[..., -1])                      # [P, L]
     best = np.full(len(curves), np.nan)
     lrs = np.full(len(curves), np.nan)
@@ -51,7 +54,7 @@ def best_over_grid(curves: np.ndarray, lr_grid: Sequence[float]) -> tuple[np.nda
     for p, row in enumerate(losses):
         i = best_index(row.tolist())
         if i is not None:
-            best[p], lrs[p], at[p] = row[i], lr_grid[i], curves[p, i]
+            best[p], lrs[p], at[p] = row[i], grid[p, i], curves[p, i]
     return best, lrs, at
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from metaopt.evaluate.metrics import clean_curve
 from metaopt.io import atomic_write_json
+from metaopt.interpret.encoding import Encoded as _Encoded
 from search.fitness import baseline_factories, best_over_grid
 
 Trainer = Callable[[Sequence[Any], np.ndarray, jax.Array, int], np.ndarray]
@@ -52,9 +53,10 @@ class StageSpec:
 
 
 def hurdle_sizes(batch_size: int) -> tuple[int, ...]:
-    """Batch shapes of the hurdle's interpreter calls. Candidates sharing a centre rate are judged in one
-    call, padded to the smallest of these sizes that holds them: at most three compiles per hurdle task
-    and worker, and at most 2x padding for a group (a group of 1 pads to ``batch_size // 4``)."""
+    """Batch shapes of the hurdle's interpreter calls. A batch is one call per task (each program on its
+    own grid, ``centre x factors``), padded to the smallest of these sizes that holds it: a full batch
+    always takes ``batch_size`` (one compile per hurdle task and worker); the short batches near the end
+    of an evaluation budget pad at most 2x (a batch of 1 pads to ``batch_size // 4``)."""
     return tuple(sorted({max(1, batch_size // 4), max(1, batch_size // 2), batch_size}))
 
 
@@ -121,29 +123,39 @@ def default_eval_every(steps: int, evaluations: int = 10) -> int:
 
 def _interpreter_trainer(task, steps: int, eval_every: int, cfg: Any,
                          sizes: Sequence[int] = ()) -> Trainer:
-    from metaopt.interpret import EncodingError, PopulationTrainer, encode, stack
+    from metaopt.interpret import PopulationTrainer, stack
     trainer = PopulationTrainer(task, cfg.max_len, cfg.n_registers, steps, eval_every)
-    filler = encode(_minimal(), cfg.max_len, cfg.n_registers)
+    filler = _encode(_minimal(), cfg)
 
     def run(programs, lrs, key, n_seeds):
-        encs, ok = [], []
-        for p in programs:
-            try:
-                encs.append(encode(p, cfg.max_len, cfg.n_registers) if p is not None else filler)
-                ok.append(p is not None)
-            except (EncodingError, ValueError, NotImplementedError):
-                encs.append(filler)   # keeps the batch shape fixed: one compile per task
-                ok.append(False)
+        """``programs``: Program (encoded here), ``Encoded`` (by :meth:`Judge.__call__`, once for all
+        tasks) or None (failed); ``lrs``: ``[L]`` shared or ``[P, L]`` per program."""
+        encs = [p if isinstance(p, _Encoded) or p is None else _encode(p, cfg) for p in programs]
+        ok = np.array([e is not None for e in encs], bool)
+        encs = [e if e is not None else filler for e in encs]   # keeps the batch shape fixed
         # Pad to a fixed size (the batch size, or one of the hurdle's few) so calls share a compiled shape.
         n = len(encs)
         size = min([s for s in sizes if s >= n] or [max(n, cfg.batch_size)])
         encs += [filler] * (size - n)
-        curves = np.array(trainer(stack(encs), jnp.asarray(lrs, jnp.float32), key, n_seeds))[:n]
-        curves[~np.asarray(ok, bool)] = np.nan
+        lrs = np.asarray(lrs, np.float32)
+        if lrs.ndim == 2:   # padding rows train the filler at the first program's rates; never read
+            lrs = np.concatenate([lrs, np.broadcast_to(lrs[:1], (size - n, lrs.shape[1]))])
+        curves = np.array(trainer(stack(encs), lrs, key, n_seeds))[:n]
+        curves[~ok] = np.nan
         return curves
 
     run.trainer = trainer     # tests count its compiled shapes
+    run.encode = lambda p: _encode(p, cfg)
     return run
+
+
+def _encode(program: Any, cfg: Any):
+    """The interpreter's encoding of ``program``, or None when it cannot hold it (a failed candidate)."""
+    from metaopt.interpret import EncodingError, encode
+    try:
+        return encode(program, cfg.max_len, cfg.n_registers)
+    except (EncodingError, ValueError, NotImplementedError):
+        return None
 
 
 def _compile_trainer(task, steps: int, eval_every: int, cfg: Any) -> Trainer:
@@ -211,26 +223,19 @@ class Judge:
         return self._trainers[name]
 
     def _best(self, i: int, progs: list, key, centres: Optional[Sequence[dict]]):
-        """``best_over_grid`` of task ``i`` for every program: one call on the stage's grid, or (hurdle)
-        one call per distinct centre rate on ``centre x factors``."""
+        """``best_over_grid`` of task ``i`` for every program: one call, on the stage's grid or (hurdle)
+        on each program's own ``centre x factors``."""
         name = self.spec.tasks[i]
         if not self.spec.factors:
             curves = self._trainer(i)(progs, np.asarray(self.spec.lr_grid, np.float32), key, self.spec.seeds)
             return best_over_grid(curves, self.spec.lr_grid)
         if centres is None or len(centres) != len(progs):
             raise ValueError(f"stage {self.spec.name!r} needs a centre rate per program")
-        groups: dict[float, list[int]] = {}
-        for p, c in enumerate(centres):
-            groups.setdefault(centre_key(c[name]), []).append(p)
-        n, seeds = len(progs), self.spec.seeds
-        best, lrs, at = np.full(n, np.nan), np.full(n, np.nan), [None] * n
-        for centre, idx in groups.items():
-            grid = [centre * f for f in self.spec.factors]
-            curves = self._trainer(i)([progs[p] for p in idx], np.asarray(grid, np.float32), key, seeds)
-            b, r, a = best_over_grid(curves, grid)
-            for j, p in enumerate(idx):
-                best[p], lrs[p], at[p] = b[j], r[j], a[j]
-        return best, lrs, at
+        # Rates are data in the interpreter: every centre rides in one call (grouping by centre cost a
+        # call, a padded group and up to three compiles per task).
+        grids = np.array([[centre_key(c[name]) * f for f in self.spec.factors] for c in centres])
+        curves = self._trainer(i)(progs, grids.astype(np.float32), key, self.spec.seeds)
+        return best_over_grid(curves, grids)      # the reported rates: the float64 grid, as before
 
     def __call__(self, texts: Sequence[str], centres: Optional[Sequence[dict]] = None) -> list[dict]:
         """Judge ``texts``; ``centres`` (hurdle only): per program, ``{task: centre rate}``."""
@@ -244,6 +249,10 @@ class Judge:
                 progs.append(None)
                 errors.append(f"parse: {e}")
         results = [{"losses": {}, "lrs": {}, "curves": {}, "error": err} for err in errors]
+        if self.backend == "interpreter" and self.spec.tasks:
+            # Encoded once for all the stage's tasks (the encoding does not depend on the task).
+            enc = self._trainer(0).encode
+            progs = [enc(p) if p is not None else None for p in progs]
         key = jax.random.PRNGKey(self.spec.seed)
         for i, name in enumerate(self.spec.tasks):
             best, best_lr, at = self._best(i, progs, key, centres)

@@ -150,3 +150,26 @@ def test_population_trainer_matches_metaopt_train():
         run = lambda k, lr: metaopt.train(task, factory, k, 40, 20, learning_rate=lr).valid_loss
         ref = np.asarray(jax.vmap(jax.vmap(run, (None, 0)), (0, None))(seed_keys, lrs))     # [S, L, T]
         np.testing.assert_allclose(curves[i], ref.transpose(1, 0, 2), rtol=2e-5, atol=1e-6, err_msg=n)
+
+
+def test_population_trainer_takes_a_grid_per_program():
+    """Rates ``[P, L]`` (the hurdle: each child on its own grid) train program p at its own rates, checked
+    against metaopt.train with the compiled program; ``[L]`` and ``[P, L]`` share one compiled form, so
+    new rates never retrace."""
+    task = tasks.get("smoke_quadratic")
+    trainer = PopulationTrainer(task, 16, 24, steps=40, eval_every=20)
+    names = ["adam", "sgd"]
+    pop = stack([encode(library.get(n), 16, 24) for n in names])
+    grids = np.array([[1e-2, 1e-1], [3e-3, 3e-1]], np.float32)
+    key = jax.random.PRNGKey(5)
+    curves = np.asarray(trainer(pop, grids, key, n_seeds=1))
+    for i, n in enumerate(names):
+        for j, lr in enumerate(grids[i]):
+            factory = functools.partial(to_optax, library.get(n))
+            ref = metaopt.train(task, factory, jax.random.split(key, 1)[0], 40, 20, learning_rate=float(lr))
+            np.testing.assert_allclose(curves[i, j, 0], np.asarray(ref.valid_loss), rtol=2e-5, atol=1e-6,
+                                       err_msg=f"{n} at {lr}")
+    trainer(pop, jnp.array([1e-3, 1e-2]), key, n_seeds=1)
+    assert trainer._run._cache_size() == 1
+    with pytest.raises(ValueError, match="one grid per program"):
+        trainer(pop, np.ones((3, 2), np.float32), key)

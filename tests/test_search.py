@@ -177,3 +177,30 @@ def test_cli_refuses_to_overwrite_and_to_resume_nothing(tmp_path, capsys):
     SearchState(seed=0).save(run)
     assert main(["search", "--config", SMOKE, "--out", str(run)]) == 2
     assert "--resume" in capsys.readouterr().out
+
+
+def test_hurdle_judges_a_batch_in_one_call_per_task_without_retracing():
+    """Children with different centre rates share one interpreter call (rates are data): one compiled
+    shape per hurdle task for any centres, and each child's rate comes from its own ``centre x factors``
+    grid, with the loss it gets when judged alone on that grid."""
+    from search.judge import Judge
+    cfg = _cfg(hurdle={"enabled": True, "tasks": ["smoke_quadratic"], "steps": 20})
+    judge = Judge(cfg, "hurdle")
+    texts = ["optimizer minimal()\nreturn g\n", "optimizer s()\nreturn sign(g)\n",
+             "optimizer m()\nreturn 0.5 * g\n", "optimizer bad()\nreturn log(-abs(g) - 1)\n"]
+    # Grouped by centre these would be calls of 1 and 3 (then 2 and 2) programs: three padded shapes.
+    centres = [{"smoke_quadratic": c} for c in (1e-3, 1e-2, 1e-2, 1e-2)]
+    first = judge(texts, centres)
+    trainer = judge._trainers["smoke_quadratic"].trainer
+    judge(texts[::-1], [{"smoke_quadratic": c} for c in (0.1, 0.1, 3e-2, 3e-2)])
+    assert trainer._run._cache_size() == 1          # a new batch of new centres: no new trace
+    factors = cfg.hurdle.grid_factors
+    for text, c, res in zip(texts, centres, first):
+        lr = res["lrs"]["smoke_quadratic"]
+        if "log(" in text:
+            assert lr is None and res["losses"]["smoke_quadratic"] is None
+            continue
+        assert any(lr == pytest.approx(c["smoke_quadratic"] * f) for f in factors)
+        alone = Judge(cfg, "hurdle")([text], [c])[0]
+        assert alone["lrs"] == res["lrs"]
+        assert alone["losses"]["smoke_quadratic"] == pytest.approx(res["losses"]["smoke_quadratic"], rel=1e-6)

@@ -19,11 +19,13 @@ from tasks.base import Task
 
 
 class PopulationTrainer:
-    """``trainer(encoded [P, ...], learning_rates [L], key, n_seeds) -> valid loss curves [P, L, S, T]``.
+    """``trainer(encoded [P, ...], learning_rates [L] or [P, L], key, n_seeds) -> valid loss curves [P, L, S, T]``.
 
     ``T = steps // eval_every + 1`` (validation loss at steps 0, eval_every, ..., steps). Non-finite
-    losses come back as NaN/Inf. One compilation per (P, L, n_seeds) serves every program of this
-    ``max_len`` / ``n_registers``: programs are data.
+    losses come back as NaN/Inf. Rates ``[L]`` are shared by all programs; ``[P, L]`` gives each program
+    its own grid (the hurdle centres each child's grid on its parent's rate). One compilation per
+    (P, L, n_seeds) serves every program of this ``max_len`` / ``n_registers`` and every rate: programs
+    and rates are data (both forms of the rates reach the compiled function as ``[P, L]``).
     """
 
     def __init__(self, task: Task, max_len: int, n_registers: int, steps: int, eval_every: int):
@@ -42,8 +44,13 @@ class PopulationTrainer:
         if ops.ndim != 2 or ops.shape[1] != self.max_len or jnp.shape(encoded.init_const)[1] != self.n_registers:
             raise ValueError(f"expected a stacked population [P, {self.max_len}] with {self.n_registers} "
                              f"registers, got ops {ops.shape}, init_const {jnp.shape(encoded.init_const)}")
-        return self._run(Encoded(*(jnp.asarray(f) for f in encoded)),
-                         jnp.asarray(learning_rates, jnp.float32).reshape(-1), key, n_seeds=n_seeds)
+        lrs = jnp.asarray(learning_rates, jnp.float32)
+        P = ops.shape[0]
+        if lrs.ndim == 1:
+            lrs = jnp.broadcast_to(lrs[None], (P, lrs.shape[0]))
+        elif lrs.ndim != 2 or lrs.shape[0] != P:
+            raise ValueError(f"learning_rates: expected [L] or [{P}, L] (one grid per program), got {lrs.shape}")
+        return self._run(Encoded(*(jnp.asarray(f) for f in encoded)), lrs, key, n_seeds=n_seeds)
 
     def loss_flat(self, flat: jax.Array, batch, consts=()) -> jax.Array:
         """The loss of flat parameters on the instance with per-run constants ``consts`` (Task.bind)."""
@@ -51,12 +58,12 @@ class PopulationTrainer:
 
     def _train(self, progs: Encoded, lrs: jax.Array, key: jax.Array, n_seeds: int) -> jax.Array:
         task, layout = self.task, self.layout
-        P, L, S = progs.ops.shape[0], lrs.shape[0], n_seeds
+        P, L, S = progs.ops.shape[0], lrs.shape[1], n_seeds
         B = S * P * L
         # Broadcast program fields and rates to the flat batch axis [S, P, L] -> B.
         rep = lambda x: jnp.broadcast_to(x[None, :, None], (S, P, L) + x.shape[1:]).reshape((B,) + x.shape[1:])
         batch_progs = Encoded(*(rep(f) for f in progs))
-        lr_b = jnp.broadcast_to(lrs[None, None, :], (S, P, L)).reshape(B)
+        lr_b = jnp.broadcast_to(lrs[None], (S, P, L)).reshape(B)
 
         keys = jax.random.split(key, S)
         consts = jax.vmap(task.run_constants)(keys)              # seed s's task instance, as metaopt.train's
