@@ -9,7 +9,7 @@ import pytest
 
 from metaopt.config import FieldError
 from metaopt.evaluate import EvalConfig, evaluate
-from metaopt.evaluate.cell import run_cell
+from metaopt.evaluate.cell import BatchRunner, run_cell
 from metaopt.specs import OptimizerSpec, SpecError, resolve
 
 from test_evaluate import CFG, EIGS, quad_task
@@ -22,7 +22,14 @@ def gd_loss(lr: float, steps: int) -> float:
 
 def test_an_untuned_spec_trains_at_its_own_rate_without_a_grid():
     spec = OptimizerSpec("sgd_fixed", optax.sgd, 0.1, "custom", tune=False)
-    cell = run_cell(spec, quad_task(steps=40), EvalConfig(**CFG))
+    batches = []
+
+    def factory(task, spec, steps, every, batch):
+        batches.append(batch)
+        return BatchRunner(task, spec, steps, every, batch)
+
+    cell = run_cell(spec, quad_task(steps=40), EvalConfig(**CFG), runner_factory=factory)
+    assert batches == [3]                                         # no grid-sized runner, no padding
     assert cell["tuned"] is False and cell["grid"] == [] and cell["widened"] == []
     assert cell["best_lr"] == 0.1 and not cell["at_edge"]
     assert cell["runs"] == 3 and cell["compiles"] == 1          # the 3 fresh seeds only

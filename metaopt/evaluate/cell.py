@@ -83,18 +83,15 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
     eval_steps = list(range(0, steps + 1, every))
     tune_seeds = list(range(cfg.tune_seeds))
     tuned = getattr(spec, "tune", True)
-    runners = []
+    runners: dict[tuple[int, int], BatchRunner] = {}
 
     def runner(n_steps: int, n_every: int, batch: int) -> BatchRunner:
-        for r in runners:   # one runner (one compile) per horizon
-            if (r.steps, r.every) == (n_steps, n_every):
-                return r
-        r = runner_factory(task, spec, n_steps, n_every, batch if cfg.single_compile else None)
-        r.steps, r.every = n_steps, n_every
-        runners.append(r)
-        return r
+        """One runner (one compile) per horizon: the grid's and the fresh seeds' share it when they agree."""
+        if (n_steps, n_every) not in runners:
+            runners[(n_steps, n_every)] = runner_factory(task, spec, n_steps, n_every,
+                                                         batch if cfg.single_compile else None)
+        return runners[(n_steps, n_every)]
 
-    run = runner(tune_steps, tune_every, cfg.grid_points * cfg.tune_seeds)
     grid: dict[float, dict] = {}
     diverged_runs = 0
     initial = []
@@ -102,7 +99,7 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
     def evaluate(lrs: list[float]) -> None:
         nonlocal diverged_runs
         pairs = [(lr, s) for lr in lrs for s in tune_seeds]
-        curves = run(pairs)
+        curves = runner(tune_steps, tune_every, cfg.grid_points * cfg.tune_seeds)(pairs)
         div = metrics.diverged(curves, cfg.divergence_factor)
         diverged_runs += int(div.sum())
         initial.extend(curves[:, 0].tolist())
@@ -114,10 +111,8 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
                         "diverged": int(div[rows].sum())}
 
     widened: list[str] = []
-    if tuned:
+    if tuned:   # ``tune=False`` in the spec: its own rate (a learned optimizer's multiplier 1.0), no grid
         evaluate(grid_mod.log_grid(spec.default_lr, cfg.grid_points, cfg.grid_factor))
-    else:   # ``tune=False`` in the spec: its own rate (a learned optimizer's multiplier 1.0), no grid at all
-        grid[spec.default_lr] = {"lr": spec.default_lr, "median_loss": 0.0, "finals": [], "diverged": 0}
     while tuned:
         ordered = sorted(grid)
         side = grid_mod.edge_to_widen([grid[lr]["median_loss"] for lr in ordered])
@@ -129,11 +124,13 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
     ordered = sorted(grid)
     losses = [grid[lr]["median_loss"] for lr in ordered]
     best = grid_mod.best_index(losses)
+    if not tuned:
+        ordered, best = [spec.default_lr], 0
     record = {
         "optimizer": spec.name, "task": task.name, "steps": steps, "eval_every": every,
         "eval_steps": eval_steps, "protocol": cfg.protocol_hash(steps, tune_steps), "default_lr": spec.default_lr,
         "tuned": tuned, "tune_steps": tune_steps if tuned else None,
-        "widened": widened, "grid": [_clean_grid(grid[lr]) for lr in ordered] if tuned else [],
+        "widened": widened, "grid": [_clean_grid(grid[lr]) for lr in sorted(grid)],
         "initial_loss": metrics.finite_or_none(float(np.nanmean(initial))) if initial else None,
     }
     if best is None:   # every rate diverged even after widening downwards: a failed cell, not an error
@@ -147,8 +144,8 @@ def run_cell(spec: Any, task: Any, cfg: EvalConfig,
         div = metrics.diverged(curves, cfg.divergence_factor)
         diverged_runs += int(div.sum())
         record["final"] = _final_record(curves, div, eval_steps, final_seeds)
-    record.update(diverged_runs=diverged_runs, runs=sum(r.runs for r in runners),
-                  compiles=sum(r.compiles for r in runners),
+    record.update(diverged_runs=diverged_runs, runs=sum(r.runs for r in runners.values()),
+                  compiles=sum(r.compiles for r in runners.values()),
                   seconds=round(time.time() - t0, 3))
     return record
 
