@@ -22,12 +22,20 @@ def test_worker_killed_mid_batch_is_replaced_and_batch_retried(tmp_path):
         killed = []
 
         def kill_once(driver):
-            # After the first batch returns, kill a worker that still holds queued batches.
-            busy = driver.pool.busy_workers()
-            if not killed and busy:
-                victim = driver.pool.workers[busy[0]]
-                killed.append(ray.get(victim.pid.remote()))
-                ray.kill(victim, no_restart=True)
+            # Kill a worker with a batch that has not finished yet. The pool's view alone is not enough:
+            # a batch it still counts in flight may already be done, and killing its worker then loses
+            # nothing, so nothing is replaced (CI saw exactly that once).
+            if killed:
+                return
+            pool = driver.pool
+            for i in pool.busy_workers():
+                mine = [r for r, (_, w, g) in pool._refs.items() if w == i and g == pool._generation[i]]
+                _, unfinished = ray.wait(mine, num_returns=len(mine), timeout=0)
+                if unfinished:
+                    victim = pool.workers[i]
+                    killed.append(i)
+                    ray.kill(victim, no_restart=True)
+                    return
 
         driver = SearchDriver(cfg, str(tmp_path / "run"), callbacks=(kill_once,))
         # This test is about fault tolerance, not baselines: seed the cache so no worker spends its
