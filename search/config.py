@@ -78,6 +78,7 @@ class FunnelConfig:
     steps: Optional[int] = None  # None: each task's own horizon
     seeds: int = 2
     seed_offset: int = 1000      # funnel seeds differ from the search seeds
+    max_share: float = 1.0       # the funnel's most share of the worker-seconds judged so far (queued ones wait)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
@@ -89,6 +90,8 @@ class FunnelConfig:
                        "for final reports only")
         at_least("steps", self.steps, 1)
         at_least("seeds", self.seeds, 1)
+        if not 0.0 < self.max_share <= 1.0:
+            raise FieldError("max_share", f"must be in (0, 1], got {self.max_share!r}")
 
 
 @dataclasses.dataclass

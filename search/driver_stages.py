@@ -131,7 +131,10 @@ class StagePipeline:
         # Queued candidates that better ones have since pushed out of the top fraction are not re-judged.
         self._funnel_queue = [fp for fp in self._funnel_queue if self._in_top(self.state.judged[fp]["fitness"])
                               or fp in self._selected]
-        if len(self._funnel_queue) >= max(1, b // 4) or (spent and self._funnel_queue):
+        self._funnel_queue.sort(key=lambda fp: self.state.judged[fp]["fitness"])     # best first
+        if spent:     # past the budget only the selection stage's programs are funnel-judged (top_programs)
+            self._funnel_queue = [fp for fp in self._funnel_queue if fp in self._selected]
+        if (len(self._funnel_queue) >= max(1, b // 4) and self._funnel_has_room()) or (spent and self._funnel_queue):
             job = self._take(self._funnel_queue, "funnel", lambda fp: self.state.judged[fp]["text"])
             self._funnel_pending.update(job.keys)
             return job
@@ -140,6 +143,14 @@ class StagePipeline:
             return full()
         job = None if spent else self._breed(self._room())
         return full() if job is None and self._full_queue else job
+
+    def _funnel_has_room(self) -> bool:
+        """Whether the funnel is within ``funnel.max_share`` of the worker-seconds judged so far. Its tasks are
+        the large ones (a funnel judging cost ~60x a search-stage one in a full search), so an uncapped funnel
+        took most of the workers and starved the first stages; capped, the best-queued candidates wait."""
+        c = self.state.counters
+        spent = {stage: float(c.get(f"seconds_{stage}", 0.0)) for stage in ("hurdle", "search", "funnel")}
+        return spent["funnel"] <= self.cfg.funnel.max_share * sum(spent.values())
 
     def _select(self) -> bool:
         """The selection stage: before the run ends, funnel-judge the best search-stage programs that were

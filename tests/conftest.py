@@ -16,8 +16,13 @@ digits_convnet_quick, lm_transformer_stdlib_quick and icl_linreg_quick in 4.4/5.
 with the same final losses to 5 digits. XLA_FLAGS is read once, when the CPU backend is created, so it is set here
 before any test imports JAX (metaopt.xla_env keeps it and adds its own); subprocesses and Ray workers inherit it.
 A run that sets ``--xla_cpu_use_fusion_emitters`` itself keeps its choice.
+
+The persistent compilation cache (``metaopt.xla_env``) is off for tests: a test must not pass or fail by what an
+earlier run left in ``~/.cache``. Tests that need it name their own directory.
 """
 import os
+
+os.environ.setdefault("METAOPT_XLA_CACHE", "off")
 
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):

@@ -70,7 +70,8 @@ class StagedPool:
         for k, text in enumerate(job.texts):
             centre = job.centres[k] if job.centres else None
             self.seen.append((job.stage, text, centre))
-            res = {"losses": {}, "lrs": {}, "curves": {}, "error": None, "seconds": 0.01}
+            res = {"losses": {}, "lrs": {}, "curves": {}, "error": None,
+                   "seconds": getattr(self, "stage_seconds", {}).get(job.stage, 0.01)}
             for task in self.specs[job.stage].tasks:
                 h = _u(job.stage, task, text)
                 final = None if "log(" in text else 0.2 + 2 * h
@@ -370,6 +371,37 @@ def test_reported_best_is_only_ever_funnel_judged(tmp_path):
     ranked = st.ranked(5)
     assert len(ranked) == 3 and all(fp in st.funnel for fp, _ in ranked)
     assert [fp for fp, _ in ranked] == sorted(st.funnel, key=lambda fp: st.funnel[fp]["fitness"])
+
+
+def test_funnel_keeps_within_its_share_of_worker_time(tmp_path):
+    # A funnel judging costs 50x a search-stage one (as in a full search). Capped at 20 % of the worker
+    # time, the funnel only sends a batch while it is within its share; uncapped, it takes most of it.
+    def run(share, name):
+        cfg = _cfg(budget={"evaluations": 200}, batch_size=4, top_programs=1,
+                   funnel={"min_judged": 4, "fraction": 0.5, "max_share": share, "suite": "smoke",
+                           "tasks": ["smoke_linreg"]})
+        pool = StagedPool(cfg)
+        pool.stage_seconds = {"funnel": 0.5, "search": 0.01, "hurdle": 0.01}
+        sent, submit = [], pool.submit
+
+        def watch(job):
+            if job.stage == "funnel":
+                c = driver.state.counters
+                done = sum(c.get(f"seconds_{k}", 0.0) for k in ("hurdle", "search", "funnel"))
+                sent.append((c["evaluations"], c.get("seconds_funnel", 0.0), done))
+            submit(job)
+
+        pool.submit = watch
+        driver = SearchDriver(cfg, str(tmp_path / name), pool=pool, progress=False, log=lambda m: None)
+        return driver.run(), sent
+
+    capped, sent = run(0.2, "capped")
+    uncapped, _ = run(1.0, "uncapped")
+    assert 0 < capped.counters["funnel_evaluations"] < uncapped.counters["funnel_evaluations"]
+    during = [(f, total) for n, f, total in sent if n < 200]          # before the budget was spent
+    assert during and all(f <= 0.2 * total + 1e-9 for f, total in during)
+    with pytest.raises(ConfigError, match="funnel.max_share"):
+        _cfg(funnel={"max_share": 0.0})
 
 
 @pytest.mark.parametrize("config", ["smoke", "quick", "full"])

@@ -45,3 +45,45 @@ def test_vmapped_lstm_training_returns():
     assert done.returncode == 0, done.stderr[-2000:]
     a, b = map(float, done.stdout.split())
     assert 0 < a < 10 and 0 < b < 10 and a != b   # two seeds, two finite, different losses
+
+
+# Two processes compile the same function: the first writes the cache, the second loads it (JAX logs a
+# cache hit). JAX is imported *before* metaopt, the order a user's script may take.
+CACHE_PROBE = """
+import logging, jax, jax.numpy as jnp
+import metaopt
+logging.basicConfig(level=logging.DEBUG, format="%(message)s")
+logging.getLogger("jax._src.compilation_cache").setLevel(logging.DEBUG)
+logging.getLogger("jax._src.compiler").setLevel(logging.DEBUG)
+f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum() * 3.0)
+print("value", float(f(jnp.arange(12.0).reshape(3, 4))))
+"""
+
+
+def _probe(env):
+    return subprocess.run([sys.executable, "-c", CACHE_PROBE], env=env, capture_output=True, text=True,
+                          timeout=240, check=True)
+
+
+def test_compilation_cache_is_written_then_read_by_the_next_process(tmp_path):
+    cache = tmp_path / "xla"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update({"METAOPT_XLA_CACHE": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+    first = _probe(env)
+    entries = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert entries, first.stderr[-2000:]
+    second = _probe(env)
+    assert first.stdout == second.stdout
+    assert "cache hit" in second.stderr.lower(), second.stderr[-2000:]
+    assert "cache hit" not in first.stderr.lower()
+
+
+def test_compilation_cache_off_writes_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update({"METAOPT_XLA_CACHE": "off", "HOME": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
+    out = subprocess.run([sys.executable, "-c", "import metaopt, os, jax; print(os.environ.get("
+                          "'JAX_COMPILATION_CACHE_DIR'), jax.config.jax_compilation_cache_dir)"],
+                         env=env, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert out == ["None", "None"]
+    assert not (tmp_path / ".cache" / "metaopt").exists()
