@@ -1,10 +1,13 @@
 """Search end to end: first-stage candidates judged per CPU-second by a real ``metaopt search``, next to
 the batched interpreter's ceiling on the same first-stage (hurdle) tasks.
 
-*Real search.* ``metaopt search --config configs/search/quick.yaml --init adamw --no-heldout --no-polish
---no-progress`` runs as a subprocess on a copy of the config whose search-loop budget is ``--seconds``
-(``budget.evaluations`` made unreachable); everything else (driver, Ray workers, hurdle stage, fingerprint
-cache, search and funnel stages) is the config's. The CPU counted is user + system time (``/proc/PID/stat``
+*Real search.* ``metaopt search --config CONFIG --init adamw --no-heldout --no-polish --no-progress`` (CONFIG:
+``--config``, default ``configs/search/quick.yaml``) runs as a subprocess on a copy of the config whose
+search-loop budget is ``--seconds`` (``budget.evaluations`` made unreachable); everything else (driver, Ray
+workers, hurdle stage, fingerprint cache, search and funnel stages) is the config's. The persistent XLA
+compilation cache (``metaopt.xla_env``) is ``--xla-cache``: ``fresh`` (default; an empty directory, as on a
+fresh clone: every compile is paid), ``warm`` (the user's cache, as for a second search on the same machine)
+or ``off``. The CPU counted is user + system time (``/proc/PID/stat``
 utime + stime, every thread) of the ``metaopt`` process and of *every* descendant: Ray's gcs_server, raylet,
 dashboard, agents and worker actors. The tree is sampled every ``SAMPLE_S`` seconds and at every log line,
 keeping the last value seen per process (keyed by pid and start time, followed even when re-parented), so a
@@ -137,24 +140,27 @@ def children_cpu() -> float:
 
 
 # --- the real search -------------------------------------------------------------------------------
-def write_config(seconds: float, path: Path) -> dict:
+def write_config(seconds: float, path: Path, config: Path) -> dict:
     import yaml
-    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg = yaml.safe_load(config.read_text())
     cfg["budget"] = {"seconds": seconds, "evaluations": 10 ** 9}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return cfg
 
 
-def run_search(seconds: float, work: Path) -> dict:
+def run_search(seconds: float, work: Path, config: Path, cache_env: dict) -> dict:
     """Run the search, sampling its process tree's CPU; returns the windows, the counters and the log."""
-    cfg_path, out = work / "quick_budget.yaml", work / "run"
-    write_config(seconds, cfg_path)
+    cfg_path, out = work / "budget.yaml", work / "run"
+    write_config(seconds, cfg_path, config)
     cmd = [str(ROOT / ".venv" / "bin" / "metaopt"), "search", "--config", str(cfg_path), "--init", "adamw",
            "--no-heldout", "--no-polish", "--no-progress", "--out", str(out)]
     subreaper = become_subreaper()
     rusage0, t0 = children_cpu(), time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if cache_env:         # METAOPT_XLA_CACHE decides: an inherited JAX_COMPILATION_CACHE_DIR would win over it
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        env.update(cache_env)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     tree = TreeCPU(proc.pid)
     marks: list[tuple[float, float, str]] = []          # (wall s, tree CPU s, line) at every log line
     buf, log = b"", []
@@ -275,14 +281,20 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=240.0, help="search-loop budget (budget.seconds)")
+    ap.add_argument("--config", type=Path, default=CONFIG, help="search config (default quick.yaml)")
+    ap.add_argument("--xla-cache", choices=("fresh", "warm", "off"), default="fresh",
+                    help="persistent compilation cache: an empty one (default), the user's, or none")
     args = ap.parse_args()
+    config = args.config.resolve()
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="search_e2e_") as tmp:
         work = Path(tmp)
-        print(f"search: {CONFIG.relative_to(ROOT)}, --init adamw, loop budget {args.seconds:.0f} s, "
-              f"{os.cpu_count()} CPUs, load average {load0[0]:.1f}")
-        search = run_search(args.seconds, work)
-        out = subprocess.run([sys.executable, __file__, "--ceiling", str(work / "quick_budget.yaml")],
+        cache_env = {"fresh": {"METAOPT_XLA_CACHE": str(work / "xla_cache")}, "off": {"METAOPT_XLA_CACHE": "off"},
+                     "warm": {}}[args.xla_cache]
+        print(f"search: {config.relative_to(ROOT)}, --init adamw, loop budget {args.seconds:.0f} s, "
+              f"XLA cache {args.xla_cache}, {os.cpu_count()} CPUs, load average {load0[0]:.1f}")
+        search = run_search(args.seconds, work, config, cache_env)
+        out = subprocess.run([sys.executable, __file__, "--ceiling", str(work / "budget.yaml")],
                              capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             print(out.stderr[-2000:])
@@ -321,7 +333,8 @@ def main() -> None:
           f"{rate['loop'] / best['candidates_per_cpu_s']:.4f}")
     print(f"load average {load0[0]:.1f} -> {load1[0]:.1f}: wall-clock rates swing with other jobs; per-CPU-second "
           f"rates much less")
-    result = {"config": str(CONFIG.relative_to(ROOT)), "loop_budget_s": args.seconds, "search": search,
+    result = {"config": str(config.relative_to(ROOT)), "xla_cache": args.xla_cache,
+              "loop_budget_s": args.seconds, "search": search,
               "ceiling": ceil, "rates_per_cpu_s": rate, "ratio_vs_own_batch": ratio,
               "ratio_vs_best_size": {k: v / best["candidates_per_cpu_s"] for k, v in rate.items()},
               "steady_or_loop": "steady" if "steady" in w else "loop", "load_average": [load0, load1]}

@@ -153,14 +153,21 @@ class StagePipeline:
         return spent["funnel"] <= self.cfg.funnel.max_share * sum(spent.values())
 
     def _select(self) -> bool:
-        """The selection stage: before the run ends, funnel-judge the best search-stage programs that were
-        not, until ``top_programs`` are (only funnel-judged programs are reported best). True if queued."""
+        """The selection stage: before the run ends, funnel-judge every one of the ``top_programs`` best
+        search-stage programs the funnel has not judged, and more of the next best until at least
+        ``top_programs`` are funnel-judged (only funnel-judged programs are reported best). With the funnel
+        capped (``funnel.max_share``) the best late programs may never have reached it during the search.
+        True if anything was queued."""
         if not self.cfg.funnel.enabled:
             return False
-        missing = self.cfg.top_programs - len(self.state.funnel)
-        if missing <= 0:
-            return False
-        best = self.state.unfunneled(missing, exclude=self._funnel_pending)
+        skip = self.state.funnel.keys() | self._funnel_pending | self._selected
+        k = self.cfg.top_programs
+        top = self.state.best_by_search(k)
+        best = [fp for fp in top if fp not in skip]
+        missing = k - len(self.state.funnel) - len(best)
+        if missing > 0:
+            best += [fp for fp in self.state.best_by_search(len(self.state.judged))
+                     if fp not in skip and fp not in best][:missing]
         self._funnel_queue += best
         self._selected.update(best)
         return bool(best)

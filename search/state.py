@@ -110,11 +110,10 @@ class SearchState:
         return (f"search: {c['evaluations']} evaluations; " + "; ".join(parts)
                 + f"; cache hits {self.cache_hit_rate():.0%}, {c['restarts']} restarts, {c['migrations']} migrations")
 
-    def unfunneled(self, k: int, exclude: set[str] = frozenset()) -> list[str]:
-        """The ``k`` best programs by search fitness not funnel-judged (nor in ``exclude``), hurdle failures
-        and programs that diverged everywhere (fitness >= WORST_FITNESS) left out."""
-        ok = [(r["fitness"], r["order"], fp) for fp, r in self.judged.items()
-              if fp not in self.funnel and fp not in exclude and r["fitness"] < WORST_FITNESS]
+    def best_by_search(self, k: int) -> list[str]:
+        """The ``k`` best programs by search fitness, funnel-judged or not; hurdle failures and programs that
+        diverged everywhere (fitness >= WORST_FITNESS) left out."""
+        ok = [(r["fitness"], r["order"], fp) for fp, r in self.judged.items() if r["fitness"] < WORST_FITNESS]
         return [fp for _, _, fp in sorted(ok)[:k]]
 
     # --- persistence -----------------------------------------------------------------------------

@@ -404,6 +404,23 @@ def test_funnel_keeps_within_its_share_of_worker_time(tmp_path):
         _cfg(funnel={"max_share": 0.0})
 
 
+def test_selection_funnels_the_best_search_programs_even_when_enough_were_funnel_judged(tmp_path):
+    # The funnel judges the first few full-stage programs, then (capped) almost nothing: the best programs of
+    # the end of the search were never funnel-judged. The selection stage must judge all top_programs of them.
+    cfg = _cfg(budget={"evaluations": 150}, batch_size=4, top_programs=3,
+               funnel={"min_judged": 1, "fraction": 1.0, "max_share": 0.01, "suite": "smoke",
+                       "tasks": ["smoke_linreg"]})
+    pool = StagedPool(cfg)
+    pool.stage_seconds = {"funnel": 5.0, "search": 0.01, "hurdle": 0.01}
+    st = SearchDriver(cfg, str(tmp_path / "run"), pool=pool, progress=False, log=lambda m: None).run()
+    top = st.best_by_search(3)
+    assert len(top) == 3 and set(top) <= set(st.funnel)
+    early = [fp for fp in st.funnel if fp not in top]
+    assert early, "the capped funnel judged some early programs during the search"
+    ranked = [fp for fp, _ in st.ranked(10)]
+    assert ranked and set(ranked) <= set(st.funnel)
+
+
 @pytest.mark.parametrize("config", ["smoke", "quick", "full"])
 def test_no_stage_reads_heldout_and_fitness_never_reads_validation(config, monkeypatch):
     import types
