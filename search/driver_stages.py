@@ -145,12 +145,18 @@ class StagePipeline:
         return full() if job is None and self._full_queue else job
 
     def _funnel_has_room(self) -> bool:
-        """Whether the funnel is within ``funnel.max_share`` of the worker-seconds judged so far. Its tasks are
-        the large ones (a funnel judging cost ~60x a search-stage one in a full search), so an uncapped funnel
-        took most of the workers and starved the first stages; capped, the best-queued candidates wait."""
+        """Whether the funnel, counting the batches it has in flight at its mean cost so far, is within
+        ``funnel.max_share`` of the worker-seconds judged so far. Its tasks are the large ones (a funnel
+        judging cost ~60x a search-stage one in a full search), so an uncapped funnel took most of the workers
+        and starved the first stages; capped, the best-queued candidates wait. Before any funnel result, one
+        batch at a time: its cost is unknown, and with every worker on a funnel batch nothing else runs."""
         c = self.state.counters
         spent = {stage: float(c.get(f"seconds_{stage}", 0.0)) for stage in ("hurdle", "search", "funnel")}
-        return spent["funnel"] <= self.cfg.funnel.max_share * sum(spent.values())
+        done = int(c.get("funnel_evaluations", 0))
+        if not done:
+            return not self._funnel_pending
+        owed = spent["funnel"] + len(self._funnel_pending) * spent["funnel"] / done
+        return owed <= self.cfg.funnel.max_share * (sum(spent.values()) + owed - spent["funnel"])
 
     def _select(self) -> bool:
         """The selection stage: before the run ends, funnel-judge every one of the ``top_programs`` best
