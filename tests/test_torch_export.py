@@ -3,7 +3,7 @@
 * every library program (and a few non-default settings that reach other code paths), 100 steps on a tree of
   0-D, 1-D, 2-D and 3-D parameters, float64 on both sides (jax x64 only inside the test): worst relative
   error <= 1e-6; the worst case per program is printed (``pytest -s``) and tabled in docs/torch.md;
-* the shipped discovered programs (checkpoints/programs/*.opt) and learned optimizers (checkpoints/lopt/*,
+* the shipped discovered programs (checkpoints/programs/**/*.opt) and learned optimizers (checkpoints/lopt/*,
   exported with ``--format torch``: module + safetensors) training a small MLP, torch vs JAX;
 * the exported module imports only torch and math; an op without a torch form is refused by name.
 """
@@ -182,8 +182,9 @@ def _train_torch(make_opt, init, x, y, steps):
     return {k: v.detach().numpy() for k, v in ps.items()}
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "checkpoints", "programs", "*.opt"))),
-                         ids=os.path.basename)
+@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "checkpoints", "programs", "**", "*.opt"),
+                                                            recursive=True) if os.path.isfile(p)),
+                         ids=lambda p: os.path.relpath(p, os.path.join(ROOT, "checkpoints", "programs")))
 def test_discovered_program_trains_an_mlp_like_jax(path):
     program = parse(open(path).read(), filename=path)
     init, x, y = _mlp_data(np.float64)
