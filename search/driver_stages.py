@@ -168,12 +168,11 @@ class StagePipeline:
             return False
         skip = self.state.funnel.keys() | self._funnel_pending | self._selected
         k = self.cfg.top_programs
-        top = self.state.best_by_search(k)
-        best = [fp for fp in top if fp not in skip]
+        ranked = self.state.best_by_search(len(self.state.judged))     # ranked once: top k, then the next best
+        best = [fp for fp in ranked[:k] if fp not in skip]
         missing = k - len(self.state.funnel) - len(best)
         if missing > 0:
-            best += [fp for fp in self.state.best_by_search(len(self.state.judged))
-                     if fp not in skip and fp not in best][:missing]
+            best += [fp for fp in ranked[k:] if fp not in skip][:missing]
         self._funnel_queue += best
         self._selected.update(best)
         return bool(best)
