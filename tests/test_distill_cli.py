@@ -169,3 +169,34 @@ def test_the_search_rewards_imitation(tmp_path):
     assert sgd > 0.05
     # Rescalings of g and weak momenta score within 0.001 of sgd; 5 % below it is a different direction.
     assert min(e for e in imit.values() if e is not None) < 0.95 * sgd
+
+
+def test_heldout_frees_the_search_workers_before_evaluating(monkeypatch):
+    """With Ray workers the search's actors hold every CPU of the local cluster; an evaluation started beside
+    them waits for ever (this happened on the first full run). ``report.heldout`` shuts the pool down first."""
+    import types
+
+    import metaopt.evaluate as evaluate_pkg
+    from metaopt.distill import report
+
+    calls = []
+
+    class Pool:
+        def shutdown(self):
+            calls.append("shutdown")
+
+    class Stop(Exception):
+        pass
+
+    def fake_evaluate(cfg, **kw):
+        calls.append("evaluate")
+        raise Stop
+
+    monkeypatch.setattr(evaluate_pkg, "evaluate", fake_evaluate)
+    cfg = load_distill_config(SMOKE)
+    cfg.search.workers = 2
+    dist = types.SimpleNamespace(cfg=cfg, teacher="adam", run_dir="/nonexistent", driver=types.SimpleNamespace(pool=Pool()),
+                                 log=lambda *a: None, progress=False)
+    with pytest.raises(Stop):
+        report.heldout(dist, {"program": {"files": {"opt": "momentum"}}})
+    assert calls == ["shutdown", "evaluate"]

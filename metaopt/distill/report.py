@@ -202,6 +202,8 @@ def heldout(dist: Any, report: dict, address: Optional[str] = None) -> dict:
     tasks (``run_dir/heldout``), with :func:`optimizer_cost` on each of them; added to the report."""
     from metaopt.evaluate import EvalConfig, evaluate
     cfg, h = dist.cfg, dist.cfg.heldout
+    # The search's actors hold every Ray CPU: while they live, the evaluation's tasks never get scheduled.
+    dist.driver.pool.shutdown()
     rows = [dist.teacher, report["program"]["files"]["opt"], *h.baselines]
     ecfg = EvalConfig(optimizers=rows, suite=h.suite, tasks=list(h.tasks) or None, steps=h.steps, seeds=h.seeds,
                       out=os.path.join(dist.run_dir, "heldout"), address=address, use_ray=cfg.search.workers > 0,
