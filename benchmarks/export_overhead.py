@@ -1,8 +1,9 @@
-"""export_overhead: step time of ``to_optax(library program)`` ÷ optax's own implementation.
+"""export_overhead: step time of ``to_optax(program)`` ÷ an optax implementation of the same rule.
 
 One jitted full update step (gradient given: ``opt.update`` + ``optax.apply_updates``, params and state
 donated) on a ~1M-parameter MLP pytree, for adam, adamw, lion, adabelief, nesterov (sgd+nesterov) and
-rmsprop. Both sides run in this one process, interleaved (A, B, A, B ...) over repeats; each repeat times
+rmsprop against optax's own, and for the shipped distilled program(s) (``checkpoints/programs/distilled/``)
+against a hand-written optax transformation of the same equations. Both sides run in this one process, interleaved (A, B, A, B ...) over repeats; each repeat times
 a block of steps; the ratio is median(DSL) ÷ median(optax). Target ≤ 1.05.
 
     python benchmarks/export_overhead.py [--repeats 15] [--steps 20]
@@ -14,12 +15,13 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from metaopt import library, to_optax
+from metaopt import library, parse, to_optax
 from metaopt.io import atomic_write_json
 
 LR = 1e-3
@@ -32,6 +34,53 @@ REFERENCES = {
     "nesterov": lambda: optax.sgd(LR, momentum=0.9, nesterov=True),
     "rmsprop": lambda: optax.rmsprop(LR),
 }
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NormScaledAdagradNormState(NamedTuple):
+    count: jax.Array      # steps taken
+    sum_sq: Any           # per leaf: sum over past steps of the squared gradient norm
+
+
+def norm_scaled_adagrad_norm(learning_rate: float, r: float = 0.08487, eps: float = 0.999
+                             ) -> optax.GradientTransformation:
+    """The rule distilled from ``hyper-pes-valid`` (``checkpoints/programs/distilled/hyper-pes-valid.opt``),
+    written by hand from its equations, per tensor::
+
+        S_t = S_{t-1} + ||g_t||^2,   rho_1 = r,   rho_t = sigmoid(r) (t > 1)
+        u_t = g_t * max(||w_t - sigmoid(r)||, rho_t) / sqrt(eps + S_t),   w_{t+1} = w_t - lr * u_t
+
+    AdaGrad-Norm (Ward et al. 2019) with the step scaled by the tensor's norm (around sigmoid(r) ~ 0.52),
+    as a LARS-style trust ratio (You et al. 2017)."""
+    def init(params):
+        return NormScaledAdagradNormState(jnp.zeros([], jnp.int32), jax.tree.map(lambda p: jnp.zeros([], p.dtype), params))
+
+    def update(grads, state, params):
+        count = state.count + 1
+        c = jax.nn.sigmoid(r)
+        rho = jnp.where(count <= 1, r, c)
+        sum_sq = jax.tree.map(lambda g, s: s + jnp.sum(g * g), grads, state.sum_sq)
+        updates = jax.tree.map(lambda g, p, s: -learning_rate * g * jnp.maximum(jnp.linalg.norm((p - c).ravel()), rho)
+                               / jnp.sqrt(eps + s), grads, params, sum_sq)
+        return updates, NormScaledAdagradNormState(count, sum_sq)
+
+    return optax.GradientTransformation(init, update)
+
+
+# shipped program file -> hand-written optax implementation of its equations (a function of the learning rate)
+PROGRAMS = {
+    "checkpoints/programs/distilled/hyper-pes-valid.opt": norm_scaled_adagrad_norm,
+}
+
+
+def program_sides(name: str) -> dict | None:
+    """``{"dsl": ..., "optax": ...}`` for a library name or a shipped program file, else None."""
+    if name in REFERENCES:
+        return {"dsl": to_optax(library.get(name), LR), "optax": REFERENCES[name]()} if name in library.names() else None
+    path = ROOT / name
+    if not path.is_file():
+        return None
+    return {"dsl": to_optax(parse(path.read_text(), filename=str(path)), LR), "optax": PROGRAMS[name](LR)}
 
 
 def mlp_params(key, sizes=(784, 1024, 256, 10)) -> dict:
@@ -69,13 +118,12 @@ def main(argv=None) -> dict:
     base = mlp_params(key)
     n_params = sum(x.size for x in jax.tree.leaves(base))
     grads = jax.tree.map(lambda x: 1e-2 * jnp.cos(x + 1.0), base)
-    available = set(library.names())
     results = {}
-    for name, ref in REFERENCES.items():
-        if name not in available:
-            results[name] = {"skipped": f"metaopt/library/{name}.opt not written yet"}
+    for name in [*REFERENCES, *PROGRAMS]:
+        sides = program_sides(name)
+        if sides is None:
+            results[name] = {"skipped": f"{name} not written yet"}
             continue
-        sides = {"dsl": to_optax(library.get(name), LR), "optax": ref()}
         run = {}
         for side, opt in sides.items():
             p = jax.tree.map(jnp.copy, base)
@@ -94,19 +142,20 @@ def main(argv=None) -> dict:
 
     print(f"export_overhead: jitted update+apply step, {n_params:,}-parameter MLP, median of {args.repeats} "
           f"interleaved repeats x {args.steps} steps ({jax.devices()[0].platform})")
-    print(f"{'optimizer':<10} {'dsl ms':>8} {'optax ms':>9} {'ratio':>7}  target <= 1.05")
+    w = max(len(n) for n in results)
+    print(f"{'optimizer':<{w}} {'dsl ms':>8} {'optax ms':>9} {'ratio':>7}  target <= 1.05")
     for name, r in results.items():
         if "skipped" in r:
-            print(f"{name:<10} {'-':>8} {'-':>9} {'-':>7}  skipped: {r['skipped']}")
+            print(f"{name:<{w}} {'-':>8} {'-':>9} {'-':>7}  skipped: {r['skipped']}")
         else:
             ok = "ok" if r["ratio"] <= 1.05 else "OVER"
-            print(f"{name:<10} {r['dsl_ms']:>8.3f} {r['optax_ms']:>9.3f} {r['ratio']:>7.3f}  {ok}")
+            print(f"{name:<{w}} {r['dsl_ms']:>8.3f} {r['optax_ms']:>9.3f} {r['ratio']:>7.3f}  {ok}")
     payload = {"benchmark": "export_overhead", "params": n_params, "repeats": args.repeats, "steps": args.steps,
                "device": jax.devices()[0].platform, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, payload)
     print("export_overhead: " + " ".join(
-        f"{n}={r['ratio']:.3f}" if "ratio" in r else f"{n}=skipped" for n, r in results.items()))
+        f"{Path(n).stem}={r['ratio']:.3f}" if "ratio" in r else f"{Path(n).stem}=skipped" for n, r in results.items()))
     return payload
 
 
