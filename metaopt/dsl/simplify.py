@@ -6,7 +6,10 @@ those are the fingerprint's job):
 1. fold constant sub-expressions (literals only; hyperparameters stay names, they are keyword arguments),
    evaluated in float32 JAX as the compiled path would;
 2. inline locals used exactly once when nothing they read is reassigned in between;
-3. drop statements whose value never reaches the output, and states nothing live reads;
+3. drop statements whose value never reaches the output, and states nothing live reads; a state whose
+   value on entry is never read (the step assigns it before anything reads it) becomes a local: carrying
+   it costs a state buffer per tensor and changes nothing (within a step the compiler, the interpreter and
+   the exports all read the assigned value as it is, before it is shaped to the state's storage);
 4. rename canonically: states ``s0, s1, ...`` in order of first assignment, locals ``v0, v1, ...`` in
    statement order;
 5. order the arguments of commutative ops (``add mul max min dot``) by their printed form.
@@ -113,6 +116,20 @@ def _live(body: list[Assign], output: Expr, states: set[str]) -> tuple[list[bool
         live_states |= new
 
 
+def _assigned_before_read(body: list[Assign], states: set[str]) -> set[str]:
+    """States that the first statement touching them assigns without reading them: their value on entry
+    (last step's, or the init) is never read."""
+    out = set()
+    for name in states:
+        for a in body:
+            if name in reads(a.expr):
+                break
+            if a.target == name:
+                out.add(name)
+                break
+    return out
+
+
 def _prefixes(hyperparams: set[str]) -> tuple[str, str]:
     """Name prefixes for states and locals that no hyperparameter (or input) can collide with."""
     taken = hyperparams | set(INPUTS)
@@ -123,14 +140,27 @@ def _prefixes(hyperparams: set[str]) -> tuple[str, str]:
 
 
 def simplify(program: Program) -> Program:
-    """The canonical simplified form of ``program`` (same updates, see the module docstring)."""
+    """The canonical simplified form of ``program`` (same updates, see the module docstring): rounds of
+    :func:`_simplify_once` until nothing changes (a state turned local can let later statements go)."""
+    for _ in range(16):
+        nxt = _simplify_once(program)
+        if nxt == program:
+            return nxt
+        program = nxt
+    return program
+
+
+def _simplify_once(program: Program) -> Program:
     states = {s.name for s in program.states}
     decls = [StateDecl(s.name, s.kind, fold(s.init)) for s in program.states]
     body, output = [Assign(a.target, fold(a.expr)) for a in program.body], fold(program.output)
     # Dead code first (so uses in dead statements do not block inlining), then inline, fold and
-    # sweep again: each step only enables the later ones, so one round reaches the fixed point.
+    # sweep again: each step only enables the later ones, so one round reaches the fixed point of these (a
+    # state turned local can need a second round, which `simplify` runs).
     keep, _ = _live(body, output, states)
     body = [a for a, k in zip(body, keep) if k]
+    states -= _assigned_before_read(body, states)
+    decls = [s for s in decls if s.name in states]
     body, output = _inline(body, output, states)
     body, output = [Assign(a.target, fold(a.expr)) for a in body], fold(output)
     keep, live_states = _live(body, output, states)
