@@ -2,7 +2,9 @@
 decays) and backward compatibility: the shipped checkpoints give the outputs they gave before the features
 existed (tests/data/lopt_checkpoint_outputs.npz, written by this module's ``write_golden`` under the suite's
 compiler flags with the code of commit abb3ea6, before metaopt.learned.kernels gained the ``factored`` option;
-bit-identical under those flags, ~1e-6 relative under the production compiler, hence rtol 1e-5)."""
+bit-identical under those flags, ~1e-6 relative under the production compiler; one element in 140 once came
+out 1.1e-5 relative off in a clean-clone run (float32 reduction order depends on which tests share the worker),
+hence rtol 1e-4: scaling every weight by 1.001 moves them by up to 3.9e-2 relative, median 1.3e-3)."""
 import functools
 import os
 import sys
@@ -60,7 +62,7 @@ def test_shipped_checkpoints_give_their_recorded_outputs(name):
     with np.load(GOLDEN) as golden:
         assert name in golden.files, f"{GOLDEN} has no outputs for {name}: rerun write_golden on the old code"
         want = golden[name]
-    np.testing.assert_allclose(probe_outputs(os.path.join(LOPT_DIR, name)), want, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(probe_outputs(os.path.join(LOPT_DIR, name)), want, rtol=1e-4, atol=1e-12)
 
 
 # ---- the factored (Adafactor-style) features, against the equations of Shazeer & Stern (2018) ------------
