@@ -6,8 +6,8 @@ those are the fingerprint's job):
 1. fold constant sub-expressions (literals only; hyperparameters stay names, they are keyword arguments),
    evaluated in float32 JAX as the compiled path would;
 2. inline locals used exactly once when nothing they read is reassigned in between;
-3. drop statements whose value never reaches the output, and states nothing live reads; a state whose
-   value on entry is never read (the step assigns it before anything reads it) becomes a local: carrying
+3. drop statements whose value never reaches the output, and states nothing live reads; a scalar state
+   whose value on entry is never read (the step assigns it before anything reads it) becomes a local: carrying
    it costs a state buffer per tensor and changes nothing (within a step the compiler, the interpreter and
    the exports all read the assigned value as it is, before it is shaped to the state's storage);
 4. rename canonically: states ``s0, s1, ...`` in order of first assignment, locals ``v0, v1, ...`` in
@@ -159,7 +159,9 @@ def _simplify_once(program: Program) -> Program:
     # state turned local can need a second round, which `simplify` runs).
     keep, _ = _live(body, output, states)
     body = [a for a, k in zip(body, keep) if k]
-    states -= _assigned_before_read(body, states)
+    # Only per-tensor scalars: a tensor-kind state register holds a broadcast value in the interpreter, so
+    # `m = 0.5` then `dot(m, x)` reads differently from a scalar local (found by the property test).
+    states -= _assigned_before_read(body, {s.name for s in program.states if s.kind == "scalar"} & states)
     decls = [s for s in decls if s.name in states]
     body, output = _inline(body, output, states)
     body, output = [Assign(a.target, fold(a.expr)) for a in body], fold(output)
