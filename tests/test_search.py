@@ -179,6 +179,24 @@ def test_cli_refuses_to_overwrite_and_to_resume_nothing(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().out
 
 
+def test_cli_seed_override_is_recorded_and_refused_on_resume(tmp_path, monkeypatch, capsys):
+    """--seed starts an independent search: the run directory's config.yaml records it (what a resume
+    reads), and a resume refuses it rather than silently mixing two seeds in one run."""
+    import yaml
+
+    import search.driver
+    from metaopt.cli import main
+
+    def stop(*a, **k):      # stop right after the config is written: no search needed to check it
+        raise ValueError("stopped by the test")
+    monkeypatch.setattr(search.driver, "SearchDriver", stop)
+    run = tmp_path / "run"
+    assert main(["search", "--config", SMOKE, "--out", str(run), "--seed", "7"]) == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 7
+    assert main(["search", "--resume", str(run), "--seed", "8"]) == 2
+    assert "--seed" in capsys.readouterr().out
+
+
 def test_hurdle_judges_a_batch_in_one_call_per_task_without_retracing():
     """Children with different centre rates share one interpreter call (rates are data): one compiled
     shape per hurdle task for any centres, and each child's rate comes from its own ``centre x factors``

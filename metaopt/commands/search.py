@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster (see docs/ray.md); default: a local ray.init()")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the search checkpointed in RUN_DIR")
     p.add_argument("--workers", type=int, help="override the config's number of Ray workers (0: in-process)")
+    p.add_argument("--seed", type=int, help="override the config's search seed (independent searches for success rates; "
+                                            "the run directory's config.yaml records it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-heldout", action="store_true", help="skip the final held-out evaluation")
     p.add_argument("--no-polish", action="store_true",
@@ -42,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
         overrides["init"] = args.init
     if args.workers is not None:
         overrides["workers"] = args.workers
+    if args.seed is not None:
+        if args.resume:
+            print("metaopt search: --seed starts a new search; a resumed run keeps the seed in its config.yaml")
+            return 2
+        overrides["seed"] = args.seed
     try:
         return _run(args, overrides)
     except ConfigError as e:
