@@ -69,7 +69,7 @@ def search_namespace(config: str, out: str, address: str | None) -> argparse.Nam
                               workers=None, no_progress=False, no_heldout=False,
                               # polish is off in the main job: its 1% acceptance tolerance is below the
                               # funnel's measured seed noise (search/polish.py), so it could ship a worse rule
-                              no_polish=True, novelty_scores=False)
+                              no_polish=True, novelty_scores=False, seed=None)
 
 
 def _print_heldout_scores(out: str) -> None:
