@@ -163,6 +163,9 @@ class StagePipeline:
         search-stage programs the funnel has not judged, and more of the next best until at least
         ``top_programs`` are funnel-judged (only funnel-judged programs are reported best). With the funnel
         capped (``funnel.max_share``) the best late programs may never have reached it during the search.
+        The start programs (``cfg.init``, ``add_initial``'s) are funnel-judged too, as the control: a found
+        program the search ranks first on its own tasks can be worse than its start on ``validation`` (an
+        AdamW search whose winner dropped momentum did exactly that), and then the start ranks above it.
         True if anything was queued."""
         if not self.cfg.funnel.enabled:
             return False
@@ -173,6 +176,8 @@ class StagePipeline:
         missing = k - len(self.state.funnel) - len(best)
         if missing > 0:
             best += [fp for fp in ranked[k:] if fp not in skip][:missing]
+        best += [fp for fp in self.init_fps if fp not in skip and fp not in best
+                 and self.state.judged.get(fp, {}).get("fitness", WORST_FITNESS) < WORST_FITNESS]
         self._funnel_queue += best
         self._selected.update(best)
         return bool(best)

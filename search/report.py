@@ -35,14 +35,17 @@ def reference_fitness(baselines: dict, stage: str, opt: str) -> float:
     return candidate_fitness({t: r["curves"] for t, r in baselines[stage][opt].items()}, ref)[0]
 
 
-def export_best(state: Any, run_dir: str, k: int) -> list[dict]:
-    """Write the top ``k`` programs to ``run_dir/best``; returns one record per program."""
+def export_best(state: Any, run_dir: str, k: int, start_fps: Sequence[str] = ()) -> list[dict]:
+    """Write the top ``k`` programs to ``run_dir/best``; returns one record per program. ``start_fps``: the
+    search's start programs, which rank beside what it found (the control) and are marked as such."""
     out_dir = os.path.join(run_dir, "best")
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for i, (fp, rec) in enumerate(state.ranked(k), start=1):
         funnel = state.funnel.get(fp)
-        doc = (f"Found by metaopt search (regularized evolution), rank {i}, fingerprint {fp}.\n"
+        origin = ("The search's start program (not found by it: nothing it found scored better), "
+                  if fp in start_fps else "Found by metaopt search (regularized evolution), ")
+        doc = (f"{origin}rank {i}, fingerprint {fp}.\n"
                f"Search fitness {rec['fitness']:.4f} (1 / geometric mean over the search tasks of the speedup "
                f"over tuned AdamW, each clipped to [1/4, 4]; lower is better)"
                + (f"; funnel fitness {funnel['fitness']:.4f}." if funnel else "; not funnel-judged."))
@@ -57,7 +60,7 @@ def export_best(state: Any, run_dir: str, k: int) -> list[dict]:
         if to_source is not None:
             py_path = os.path.join(out_dir, f"found{i}.py")
             atomic_write_text(py_path, to_source(program))
-        rows.append({"rank": i, "fingerprint": fp, "fitness": rec["fitness"],
+        rows.append({"rank": i, "fingerprint": fp, "start": fp in start_fps, "fitness": rec["fitness"],
                      "funnel_fitness": funnel["fitness"] if funnel else None, "lrs": rec["lrs"],
                      "opt": opt_path, "py": py_path, "text": str(program)})
     return rows
@@ -74,6 +77,10 @@ def summarize(driver: Any, best: list[dict]) -> dict:
         "baselines": {stage: {"sgd_fitness": reference_fitness(b, stage, "sgd"), "adamw_fitness": 1.0}
                       for stage in b},
         "best": best,
+        # the control: each start program's fitness (and funnel fitness, from the selection stage)
+        "start": [{"fingerprint": fp, "fitness": st.judged[fp]["fitness"],
+                   "funnel_fitness": st.funnel[fp]["fitness"] if fp in st.funnel else None}
+                  for fp in driver.init_fps if fp in st.judged],
     }
 
 
@@ -90,20 +97,38 @@ def summary_markdown(summary: dict, cfg: Any) -> str:
         f"- fitness = 1 / geometric mean over the search tasks of the speedup over tuned AdamW (steps AdamW "
         f"needs to reach its median final validation loss / steps this program needs, clipped to [1/4, 4]; "
         f"metaopt/scoring.py): lower is better, AdamW = 1, in [1/4, 4]. "
-        f"Tuned SGD: {sgd:.4f} (search), {sgd_f:.4f} (funnel).", "",
-        "| rank | search fitness | funnel fitness | beats tuned SGD | program |", "|---|---|---|---|---|",
+        f"Tuned SGD: {sgd:.4f} (search), {sgd_f:.4f} (funnel).",
     ]
+    lines += _start_lines(summary, cfg)
+    lines += ["", "| rank | search fitness | funnel fitness | beats tuned SGD | program |", "|---|---|---|---|---|"]
     for r in summary["best"]:
         f = r["funnel_fitness"] if r["funnel_fitness"] is not None else r["fitness"]
         ref = sgd_f if r["funnel_fitness"] is not None else sgd
         body = "; ".join(line for line in r["text"].splitlines() if not line.startswith("#"))
         fun = f"{r['funnel_fitness']:.4f}" if r["funnel_fitness"] is not None else "-"
-        lines.append(f"| {r['rank']} | {r['fitness']:.4f} | {fun} | {'yes' if f < ref else 'no'} | `{body}` |")
+        mark = "start program: " if r.get("start") else ""
+        lines.append(f"| {r['rank']} | {r['fitness']:.4f} | {fun} | {'yes' if f < ref else 'no'} | {mark}`{body}` |")
     if summary.get("polish"):
         lines += ["", polish_markdown(summary["polish"]).rstrip("\n")]
     if summary.get("provenance"):
         lines += ["", made_by(summary["provenance"], markdown=True).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def _start_lines(summary: dict, cfg: Any) -> list[str]:
+    """The control line: did the search beat its own start program on the funnel (``validation``)?"""
+    start = [s for s in summary.get("start", []) if s.get("funnel_fitness") is not None]
+    found = [r for r in summary["best"] if not r.get("start") and r["funnel_fitness"] is not None]
+    if not start:
+        return []
+    ref = min(s["funnel_fitness"] for s in start)
+    line = f"- start program (init `{cfg.init}`): funnel fitness {ref:.4f}. "
+    if not found:
+        return [line + "No found program was funnel-judged."]
+    best = found[0]["funnel_fitness"]
+    verdict = "better than" if best < ref else "not better than"
+    return [line + f"The best found program's funnel fitness, {best:.4f}, is {verdict} its start "
+                   f"({ref / best:.3f}x its speed on the funnel tasks)."]
 
 
 POLISH_FILE = "polish.json"
@@ -119,6 +144,9 @@ def polish_best(driver: Any, best: list[dict], log: Callable[[str], None] = prin
     :class:`search.polish.FunnelScorer`; ``novelty_scores`` also scores the closest library rule with it."""
     from search import novelty, polish
     if not best:
+        return None
+    if best[0].get("start"):
+        log("polish: the best program is the search's start program (nothing found beat it); nothing to polish")
         return None
     cfg, run_dir, row = driver.cfg, driver.run_dir, best[0]
     stage = "funnel" if cfg.funnel.enabled and "funnel" in driver.baselines else "search"
@@ -222,7 +250,7 @@ def finish(driver: Any, address: str | None = None, log: Callable[[str], None] =
     """Export, summarize, polish the best program and check its novelty (``polish``; ``polish_options`` go
     to :func:`polish_best`), and (when configured) evaluate on held-out tasks; print the summary."""
     cfg, run_dir = driver.cfg, driver.run_dir
-    best = export_best(driver.state, run_dir, cfg.top_programs)
+    best = export_best(driver.state, run_dir, cfg.top_programs, driver.init_fps)
     summary = summarize(driver, best)
     summary["provenance"] = load_provenance(run_dir)
     md = summary_markdown(summary, cfg)

@@ -15,10 +15,29 @@ from tests.test_search import SMOKE, SyntheticPool
 NAMES = ["adam", "momentum", "sgd", "signum"]
 
 
+class StartLosesPool(SyntheticPool):
+    """The synthetic judge, judging the funnel's task too, with the start program (the control the selection
+    stage funnel-judges) worst there, so that the best program is a found one: what these tests polish."""
+
+    start_text = None
+
+    def wait(self, timeout=None):
+        out = super().wait(timeout)
+        job, results = out[0]
+        for text, res in zip(job.texts, results):
+            if job.stage == "funnel":
+                final = 2.9 if text == self.start_text else next(iter(res["losses"].values())) or 2.9
+                res.update(losses={"smoke_linreg": final}, curves={"smoke_linreg": self._curve("funnel", final)},
+                           lrs={"smoke_linreg": 0.1})
+        return out
+
+
 @pytest.fixture
 def driver(tmp_path):
     cfg = load_search_config(SMOKE, {"workers": 0, "budget": {"evaluations": 40}})
-    d = SearchDriver(cfg, str(tmp_path / "run"), pool=SyntheticPool(), log=lambda s: None, progress=False)
+    pool = StartLosesPool()
+    d = SearchDriver(cfg, str(tmp_path / "run"), pool=pool, log=lambda s: None, progress=False)
+    pool.start_text = programs.text(d.init_program)
     d.run()
     return d
 

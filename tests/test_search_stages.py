@@ -364,12 +364,13 @@ def test_reported_best_is_only_ever_funnel_judged(tmp_path):
     cfg = _cfg(budget={"evaluations": 24}, top_programs=3, funnel={"min_judged": 1000, "suite": "smoke",
                                                                     "tasks": ["smoke_linreg"]})
     pool = StagedPool(cfg)
-    st = SearchDriver(cfg, str(tmp_path / "run"), pool=pool, progress=False, log=lambda m: None).run()
-    assert len(st.funnel) == 3 == st.counters["funnel_evaluations"]
+    driver = SearchDriver(cfg, str(tmp_path / "run"), pool=pool, progress=False, log=lambda m: None)
+    st = driver.run()
     best3 = sorted((r["fitness"], r["order"], fp) for fp, r in st.judged.items() if r["fitness"] < WORST_FITNESS)[:3]
-    assert set(st.funnel) == {fp for _, _, fp in best3}
+    expected = {fp for _, _, fp in best3} | {driver.init_fp}        # the 3 best, and the start as the control
+    assert set(st.funnel) == expected and len(expected) == st.counters["funnel_evaluations"]
     ranked = st.ranked(5)
-    assert len(ranked) == 3 and all(fp in st.funnel for fp, _ in ranked)
+    assert len(ranked) == len(expected) and all(fp in st.funnel for fp, _ in ranked)
     assert [fp for fp, _ in ranked] == sorted(st.funnel, key=lambda fp: st.funnel[fp]["fitness"])
 
 
@@ -443,3 +444,41 @@ def test_hurdle_refuses_validation_and_heldout_tasks():
         with pytest.raises(ConfigError, match="hurdle.tasks"):
             _cfg(hurdle={**HURDLE, "tasks": [tasks.SUITES[suite][0]]})
     assert os.path.exists(SMOKE)
+
+
+class StartWinsFunnelPool(StagedPool):
+    """Found programs win the search stage (hash losses, some below AdamW) but every one of them ends at 2.0
+    on the funnel, where the start program ends at 0.5: the search's winner is worse than where it began."""
+
+    start_text = None
+
+    def wait(self, timeout=None):
+        out = super().wait(timeout)
+        job, results = out[0]
+        if job.stage == "funnel":
+            for text, res in zip(job.texts, results):
+                final = 0.5 if text == self.start_text else 2.0
+                res["losses"] = {t: final for t in res["losses"]}
+                res["curves"] = {t: self._curves("funnel", t, final) for t in res["curves"]}
+        return out
+
+
+def test_selection_judges_the_start_program_as_the_control(tmp_path):
+    from search import report
+    cfg = _cfg(budget={"evaluations": 60}, batch_size=4, top_programs=3,
+               funnel={"min_judged": 1, "fraction": 1.0, "suite": "smoke", "tasks": ["smoke_linreg"]})
+    pool = StartWinsFunnelPool(cfg)
+    run = str(tmp_path / "run")
+    driver = SearchDriver(cfg, run, pool=pool, progress=False, log=lambda m: None)
+    pool.start_text = programs.text(driver.init_program)
+    st = driver.run()
+    assert driver.init_fp in st.funnel, "the selection stage funnel-judges the start program"
+    assert len([fp for fp in st.funnel if fp != driver.init_fp]) >= 3
+    assert st.ranked(1)[0][0] == driver.init_fp          # nothing found beat it on the funnel
+    best = report.export_best(st, run, 3, driver.init_fps)
+    assert [r["start"] for r in best] == [True, False, False]
+    assert "start program" in open(best[0]["opt"]).read()
+    md = report.summary_markdown(report.summarize(driver, best), cfg)
+    assert "is not better than its start" in md and "| 1 | " in md and "start program: `" in md
+    logs = []
+    assert report.polish_best(driver, best, logs.append) is None and "nothing to polish" in logs[0]
