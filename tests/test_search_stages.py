@@ -482,3 +482,22 @@ def test_selection_judges_the_start_program_as_the_control(tmp_path):
     assert "is not better than its start" in md and "| 1 | " in md and "start program: `" in md
     logs = []
     assert report.polish_best(driver, best, logs.append) is None and "nothing to polish" in logs[0]
+
+
+def test_end_to_end_benchmark_reads_the_stage_counts_off_the_drivers_log_line():
+    # benchmarks/search_end_to_end.py's same-work ratio reads each stage's candidates off SearchState.stage_line.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("e2e", "benchmarks/search_end_to_end.py")
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    st = SearchState(seed=0)
+    st.counters.update(evaluations=1234, hurdle_evaluations=1200, hurdle_passed=150, search_evaluations=151,
+                       funnel_evaluations=7, trainings_hurdle=7200, trainings_search=7550, trainings_funnel=560,
+                       seconds_hurdle=9.0, seconds_search=300.0, seconds_funnel=120.0)
+    line = st.stage_line()
+    assert e2e.STAGE_LINE.match(line)
+    assert e2e.loop_counts(line) == {"hurdle": 1200, "search": 151, "funnel": 7}
+    ceil = {"batch_size": 16, "stages": {s: {"sizes": [{"population": 16, "cpu_s_per_candidate": c}]}
+                                         for s, c in (("hurdle", 0.01), ("search", 1.0), ("funnel", 10.0))}}
+    mix = e2e.mix_ratio(ceil, e2e.loop_counts(line), 642.0)
+    assert mix["ideal_cpu_s_total"] == pytest.approx(12 + 151 + 70) and mix["ratio"] == pytest.approx(233 / 642)
