@@ -160,8 +160,11 @@ def _with(program: Program, values: dict[str, float]) -> Program:
 
 
 def _free(program: Program) -> list[str]:
+    """The hyperparameters a refit may move: not the static ones, and not the random seed of a stochastic rule
+    (an integer key, not a continuous coordinate: a refit once moved sgld's seed 0 to -0.001 and crashed)."""
     from metaopt.compile import static_hyperparams
-    fixed = set(static_hyperparams(program))
+    from metaopt.dsl.inputs import SEED
+    fixed = set(static_hyperparams(program)) | {SEED}
     return [n for n, _ in program.hyperparams if n not in fixed]
 
 

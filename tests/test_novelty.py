@@ -87,3 +87,12 @@ def test_optional_scores_use_the_callable():
     assert seen[0] is found and seen[1] == library.get("signum")
     refitted = next(r for r in res.refits if r.name == "signum").hyperparams["beta"]
     assert seen[2].defaults["beta"] == pytest.approx(refitted)
+
+
+def test_refit_never_moves_the_seed_of_a_stochastic_rule():
+    # sgld (Langevin noise, keyed by its `seed` hyperparameter) among the refitted rules: the seed stays as it is
+    from metaopt import library
+    from search import novelty
+    target = novelty.probe([library.get("momentum")])[0]
+    hp, dist, _ = novelty.refit(library.get("sgld"), target)
+    assert hp["seed"] == library.get("sgld").defaults["seed"] and np.isfinite(dist)
