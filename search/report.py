@@ -43,7 +43,7 @@ def export_best(state: Any, run_dir: str, k: int, start_fps: Sequence[str] = ())
     rows = []
     for i, (fp, rec) in enumerate(state.ranked(k), start=1):
         funnel = state.funnel.get(fp)
-        origin = ("The search's start program (not found by it: nothing it found scored better), "
+        origin = ("The search's start program (the control, not found by it), "
                   if fp in start_fps else "Found by metaopt search (regularized evolution), ")
         doc = (f"{origin}rank {i}, fingerprint {fp}.\n"
                f"Search fitness {rec['fitness']:.4f} (1 / geometric mean over the search tasks of the speedup "
